@@ -13,6 +13,7 @@ ARGS   ?=
 MODEL  ?=
 OUT    ?=
 CONFIG ?= data_prep/configs/demo_sft.yaml
+RLVR_CONFIG ?= data_prep/configs/demo_rlvr.yaml
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard data_prep ring_trl tests scripts bench)
 
@@ -56,8 +57,8 @@ sft: setup ## Run an SFT recipe with llamafactory-cli: make sft RECIPE=tiny_lora
 data: setup ## Build a Long-CoT SFT dataset: make data CONFIG=data_prep/configs/<x>.yaml
 	$(OFFLINE) $(PY) -m data_prep build-sft --config $(CONFIG) $(ARGS)
 
-data-rlvr: setup ## Build an RLVR prompt set: make data-rlvr CONFIG=data_prep/configs/<x>.yaml
-	$(OFFLINE) $(PY) -m data_prep build-rlvr --config $(CONFIG) $(ARGS)
+data-rlvr: setup ## Build an RLVR prompt set: make data-rlvr RLVR_CONFIG=data_prep/configs/<x>.yaml
+	$(OFFLINE) $(PY) -m data_prep build-rlvr --config $(RLVR_CONFIG) $(ARGS)
 
 grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny_icepop ARGS="max_steps=4"
 	@test -f recipes/grpo/$(RECIPE).yaml || { echo "no recipe recipes/grpo/$(RECIPE).yaml; try: $$(ls recipes/grpo/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

@@ -1,0 +1,114 @@
+"""Command line: `python -m data_prep build-sft|build-rlvr [--config YAML] [flags]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from data_prep import errors as E
+from data_prep.config import SourceConfig, load_config
+from data_prep.errors import DataPrepError, UsageError
+
+EPILOG = """exit status: 0 all rows kept; 3 finished but some rows were rejected (see <name>.rejects.jsonl,
+or pass --rejects-ok to exit 0); 2 bad usage (flag, config, format name, missing tokenizer);
+1 fatal error (unreadable input, --strict stop, crash)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__, epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command, help_text in (
+        ("build-sft", "Long-CoT SFT dataset for LLaMA-Factory (sharegpt messages)"),
+        ("build-rlvr", "RLVR prompt set (prompt + verifiable answer) for the GRPO trainer"),
+    ):
+        sub = commands.add_parser(command, help=help_text, epilog=EPILOG)
+        sub.add_argument("--config", help="YAML file with BuildConfig fields (flags override it)")
+        sub.add_argument(
+            "--input",
+            action="append",
+            dest="inputs",
+            metavar="PATH",
+            help="input file or folder (repeatable; replaces the config's inputs)",
+        )
+        sub.add_argument("--format", help="schema of the --input paths (default: detect)")
+        sub.add_argument("--output-dir", dest="output_dir")
+        sub.add_argument("--name", dest="dataset_name", help="dataset name (file names, dataset_info key)")
+        sub.add_argument("--tokenizer", help="tokenizer folder (default models/ring-tiny)")
+        sub.add_argument(
+            "--cutoff-len",
+            dest="cutoff_len",
+            type=int,
+            help="drop rows longer than this many tokens (RLVR: prompt tokens); 0 disables",
+        )
+        sub.add_argument("--seed", type=int)
+        sub.add_argument("--val-size", dest="val_size", type=float, help="fraction (<1) or row count")
+        sub.add_argument(
+            "--benchmark",
+            action="append",
+            dest="benchmarks",
+            metavar="PATH",
+            help="benchmark file for decontamination (repeatable)",
+        )
+        sub.add_argument("--decontam-n", dest="decontam_ngram", type=int, help="n-gram size (default 8)")
+        sub.add_argument(
+            "--decontaminate-answer", dest="decontaminate_answer", action="store_true", default=None
+        )
+        sub.add_argument("--near-dup-threshold", dest="near_dedup_threshold", type=float)
+        sub.add_argument("--no-near-dedup", dest="near_dedup", action="store_false", default=None)
+        sub.add_argument("--no-verify", dest="verify_answers", action="store_false", default=None)
+        sub.add_argument("--workers", type=int, help="worker processes (0 = inline)")
+        sub.add_argument("--batch-size", dest="batch_size", type=int)
+        sub.add_argument("--limit", type=int, help="read at most N rows per input (dry run)")
+        sub.add_argument(
+            "--strict", action="store_true", default=None, help="stop at the first bad input row"
+        )
+        sub.add_argument(
+            "--rejects-ok",
+            dest="rejects_ok",
+            action="store_true",
+            default=None,
+            help="exit 0 even when rows were rejected",
+        )
+        sub.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and E.EXIT_USAGE
+    overrides: dict[str, Any] = {
+        k: v for k, v in vars(args).items() if k not in ("command", "config", "format")
+    }
+    if args.inputs:
+        overrides["inputs"] = [SourceConfig(path=p, format=args.format or "auto") for p in args.inputs]
+    kind = "sft" if args.command == "build-sft" else "rlvr"
+    try:
+        config = load_config(args.config, overrides)
+        if args.format and not args.inputs:
+            for source in config.inputs:
+                source.format = args.format
+            config.validate()
+        from data_prep.pipeline import Build
+
+        result = Build(config, kind).run()
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return E.EXIT_USAGE
+    except DataPrepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return E.EXIT_FATAL
+    report = result.report
+    out = result.out_dir / config.dataset_name
+    print(
+        f"{config.dataset_name}: {report['outputs']['train_rows']} train / {report['outputs']['val_rows']} val rows, "
+        f"{report['rows_rejected']} rejected of {report['rows_read']} read -> {out}.jsonl "
+        f"(report {out}.report.md)"
+    )
+    for reason, count in report["per_filter"].items():
+        print(f"  rejected {reason}: {count}")
+    return result.exit_code

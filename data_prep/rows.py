@@ -1,0 +1,251 @@
+"""Per-row work (read schema, filter, measure, fingerprint), run in worker processes, batch by batch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_prep import errors as E
+from data_prep.decontam import Decontaminator
+from data_prep.errors import RowRejected
+from data_prep.formats import READERS, Example, prompt_only
+from data_prep.reasoning import canonical_content
+from data_prep.sources import RawRow
+from data_prep.textkeys import MinHasher, exact_key, normalize_words
+from data_prep.tokens import TokenCounter, render_for_length
+
+
+@dataclass
+class RowSettings:
+    """What a worker needs to know (picklable)."""
+
+    kind: str  # "sft" or "rlvr"
+    tokenizer: str | None
+    cutoff_len: int
+    verify_answers: bool
+    verify_timeout_s: int
+    benchmark_texts: list[str]
+    decontam_ngram: int
+    decontaminate_answer: bool
+    exact_dedup: bool
+    near_dedup: bool
+    minhash_num_perm: int
+    minhash_ngram: int
+    dedup_on: str
+    default_task: str
+
+
+@dataclass
+class Rejected:
+    reason: str
+    detail: str
+    file: str
+    position: int
+    unit: str
+    row: Any
+    length: int | None = None
+
+
+@dataclass
+class Candidate:
+    """A row that passed the per-row filters; dedup against earlier rows happens in the main process."""
+
+    record_id: str
+    line: str  # the output JSONL line, serialised in the worker
+    length: int | None
+    exact: bytes | None
+    signature: np.ndarray | None
+    file: str
+    position: int
+    unit: str
+    verify_undecided: bool = False
+
+
+def _rejected(rejection: RowRejected, raw: RawRow, length: int | None = None) -> Rejected:
+    return Rejected(rejection.reason, rejection.detail, raw.file, raw.position, raw.unit, raw.data, length)
+
+
+class RowProcessor:
+    """Turns raw rows of one source into Candidates or Rejected, keeping input order."""
+
+    def __init__(self, settings: RowSettings) -> None:
+        self.settings = settings
+        self.counter = TokenCounter(settings.tokenizer) if settings.tokenizer else None
+        self.decontam = Decontaminator(settings.benchmark_texts, settings.decontam_ngram)
+        self.minhasher = (
+            MinHasher(settings.minhash_num_perm, settings.minhash_ngram) if settings.near_dedup else None
+        )
+        self.stage_seconds: Counter[str] = Counter()
+
+    # -- public ---------------------------------------------------------------------------------------
+
+    def process(self, source: str, fmt: str, rows: list[RawRow]) -> list[Candidate | Rejected]:
+        build = self._sft if self.settings.kind == "sft" else self._rlvr
+        out: list[Candidate | Rejected | None] = [None] * len(rows)
+        pending: list[tuple[int, dict[str, Any], str, str]] = []  # index, record, text to measure, key text
+        with self._timed("convert_and_decontaminate"):
+            for i, raw in enumerate(rows):
+                try:
+                    if raw.error is not None:
+                        raise raw.error
+                    record, measure_text, key_text, answer = build(source, fmt, raw)
+                    self._check_contamination(record, answer)
+                    pending.append((i, record, measure_text, key_text))
+                except RowRejected as rejection:
+                    out[i] = _rejected(rejection, raw)
+        with self._timed("tokenize"):
+            texts = [p[2] for p in pending]
+            lengths = self.counter.count(texts) if self.counter else [None] * len(pending)
+        survivors: list[tuple[int, dict[str, Any], int | None, list[str], bool]] = []
+        with self._timed("verify"):
+            for (i, record, _, key_text), length in zip(pending, lengths, strict=True):
+                raw = rows[i]
+                try:
+                    if length is not None and length > self.settings.cutoff_len:
+                        raise RowRejected(
+                            E.TOO_LONG, f"{length} tokens > cutoff_len {self.settings.cutoff_len}"
+                        )
+                    undecided = self._verify(record)
+                except RowRejected as rejection:
+                    out[i] = _rejected(rejection, raw, length)
+                    continue
+                survivors.append((i, record, length, normalize_words(key_text), undecided))
+        with self._timed("fingerprint"):
+            signatures = (
+                self.minhasher.signatures([s[3] for s in survivors])
+                if self.minhasher is not None
+                else [None] * len(survivors)
+            )
+            for (i, record, length, words, undecided), signature in zip(survivors, signatures, strict=True):
+                raw = rows[i]
+                key = exact_key(words) if self.settings.exact_dedup else None
+                out[i] = Candidate(
+                    record["id"],
+                    dump_line(record),
+                    length,
+                    key,
+                    signature,
+                    raw.file,
+                    raw.position,
+                    raw.unit,
+                    undecided,
+                )
+        return [o for o in out if o is not None]
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] += time.perf_counter() - start
+
+    def take_timings(self) -> dict[str, float]:
+        """Seconds per stage since the last call (workers report them with each batch)."""
+        timings, self.stage_seconds = dict(self.stage_seconds), Counter()
+        return timings
+
+    # -- SFT ------------------------------------------------------------------------------------------
+
+    def _sft(self, source: str, fmt: str, raw: RawRow) -> tuple[dict[str, Any], str, str, str]:
+        example = READERS[fmt](raw.data or {})
+        if example.reasoning is None:
+            raise RowRejected(E.MISSING_REASONING, "the row has no reasoning trace")
+        reasoning = example.reasoning.strip()
+        if not reasoning:
+            raise RowRejected(E.MISSING_REASONING, "the reasoning trace is empty")
+        answer = (example.answer or "").strip()
+        if not answer:
+            raise RowRejected(E.EMPTY_ANSWER, "nothing after the reasoning block")
+        messages = [*example.prompt, {"role": "assistant", "content": canonical_content(reasoning, answer)}]
+        record: dict[str, Any] = {"id": _row_id(source, example, raw), "source": source, "messages": messages}
+        if example.reference_answer:
+            record["reference_answer"] = example.reference_answer
+        prompt_text = _prompt_text(example)
+        key_text = prompt_text if self.settings.dedup_on == "prompt" else f"{prompt_text}\n{answer}"
+        return record, render_for_length(messages), key_text, answer
+
+    def _verify(self, record: dict[str, Any]) -> bool:
+        """SFT: reject a wrong answer. RLVR: reject a reference math-verify cannot use. True = undecided."""
+        if not self.settings.verify_answers:
+            return False
+        from data_prep.verify import answers_match, reference_is_verifiable
+
+        timeout = self.settings.verify_timeout_s
+        if self.settings.kind == "rlvr":
+            if record["task"] == "math" and not reference_is_verifiable(record["answer"], timeout):
+                raise RowRejected(
+                    E.UNVERIFIABLE_REFERENCE, f"math-verify cannot parse {record['answer'][:80]!r}"
+                )
+            return False
+        reference = record.get("reference_answer")
+        if not reference:
+            return False
+        answer = record["messages"][-1]["content"].rsplit("</think>", 1)[-1]
+        verdict = answers_match(answer, reference, timeout)
+        if verdict is False:
+            raise RowRejected(E.ANSWER_MISMATCH, f"answer does not match reference {reference[:80]!r}")
+        return verdict is None
+
+    # -- RLVR -----------------------------------------------------------------------------------------
+
+    def _rlvr(self, source: str, fmt: str, raw: RawRow) -> tuple[dict[str, Any], str, str, str]:
+        example = prompt_only(fmt, raw.data or {})
+        prompt = [m for m in example.prompt if m["role"] in ("system", "user")]
+        if not any(m["role"] == "user" and m["content"].strip() for m in prompt):
+            raise RowRejected(E.MISSING_FIELD, "no user prompt")
+        task = example.task if example.task in ("math", "code") else None
+        task = task or ("code" if example.tests else self.settings.default_task)
+        reference = (example.reference_answer or "").strip()
+        if task == "math" and not reference:
+            raise RowRejected(E.MISSING_REFERENCE, "no reference answer to reward against")
+        if task == "code" and not example.tests:
+            raise RowRejected(E.MISSING_REFERENCE, "code prompt without tests")
+        record: dict[str, Any] = {
+            "id": _row_id(source, example, raw),
+            "source": source,
+            "prompt": prompt,
+            "answer": reference,
+            "task": task,
+        }
+        if example.tests:
+            record["tests"] = example.tests
+        return record, render_for_length(prompt), _prompt_text(example), reference
+
+    # -- shared ---------------------------------------------------------------------------------------
+
+    def _check_contamination(self, record: dict[str, Any], answer: str) -> None:
+        if not self.decontam:
+            return
+        messages = record.get("prompt") or record["messages"][:-1]
+        prompt = "\n".join(m["content"] for m in messages if m["role"] == "user")
+        hit = self.decontam.overlap(prompt)
+        where = "prompt"
+        if hit is None and self.settings.decontaminate_answer and answer:
+            hit, where = self.decontam.overlap(answer), "answer"
+        if hit is not None:
+            raise RowRejected(
+                E.CONTAMINATED, f"{where} shares a {self.decontam.n}-gram with a benchmark: {hit!r}"
+            )
+
+
+def _prompt_text(example: Example) -> str:
+    return "\n".join(m["content"] for m in example.prompt if m["role"] == "user")
+
+
+def _row_id(source: str, example: Example, raw: RawRow) -> str:
+    return (
+        f"{source}/{example.raw_id}" if example.raw_id else f"{source}/{Path(raw.file).name}:{raw.position}"
+    )
+
+
+def dump_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
