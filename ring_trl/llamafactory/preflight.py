@@ -1,0 +1,202 @@
+"""Pre-flight check of a LLaMA-Factory recipe: every file it names exists, before minutes of start-up are spent.
+
+`python -m ring_trl.llamafactory.preflight recipes/<name>.yaml [key=value ...]` exits 0 when the recipe can start,
+1 with one line per problem otherwise. It never loads a model. The most common problem it catches: a real-model
+recipe whose prepared folder is missing ("download the model first").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Recipe folder name -> hub id, for the download hint.
+KNOWN_HUB_IDS: dict[str, str] = {
+    "Ring-mini-2.0": "inclusionAI/Ring-mini-2.0",
+    "Ring-flash-2.0": "inclusionAI/Ring-flash-2.0",
+}
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
+# Templates that only exist once our tokenizer hook has run (see ring_trl/llamafactory/hook.py).
+HOOKED_TEMPLATES = {"ring_v2_sft"}
+
+
+@dataclass
+class Recipe:
+    """A recipe's YAML plus command-line overrides, with where it came from for error messages."""
+
+    path: Path
+    args: dict[str, Any]
+    repo_root: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, value: str) -> Path:
+        """Relative paths in recipes are relative to the directory llamafactory-cli runs in (the repo root)."""
+        path = Path(value)
+        return path if path.is_absolute() else self.repo_root / path
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text else ""
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, repo_root: Path | None = None
+) -> Recipe:
+    """Read a recipe YAML and apply `key=value` overrides the way llamafactory-cli (OmegaConf.from_cli) does."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: recipe not found")
+    try:
+        args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise ValueError(f"{path}: {where}: invalid YAML ({error})") from error
+    if not isinstance(args, dict):
+        raise ValueError(f"{path}: a recipe must be a mapping of LLaMA-Factory arguments")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r}: expected key=value")
+        args[key] = _parse_scalar(value)
+    return Recipe(path=path, args=args, repo_root=repo_root or Path.cwd())
+
+
+def _download_hint(model_dir: Path) -> str:
+    name = model_dir.name
+    base = name.removesuffix("-per-expert")
+    hub_id = KNOWN_HUB_IDS.get(base, f"<hub id of {base}>")
+    hint = (
+        f"download the model first: `huggingface-cli download {hub_id}`, then "
+        f"`make prepare-model MODEL={hub_id} OUT={model_dir}`"
+    )
+    if name.endswith("-per-expert"):
+        hint += f' and set "expert_layout": "per_expert" in {model_dir}/config.json (QLoRA quantizes experts)'
+    return hint
+
+
+def check_model(recipe: Recipe) -> list[str]:
+    value = recipe.args.get("model_name_or_path")
+    if not value:
+        return [f"{recipe.path}: model_name_or_path is not set"]
+    model_dir = recipe.resolve(str(value))
+    if not model_dir.exists():
+        if "/" in str(value) and not str(value).startswith(("models/", "./", "/")):
+            return [
+                f"{recipe.path}: model_name_or_path {value!r} is a hub id; {_download_hint(Path('models') / Path(value).name)}"
+            ]
+        return [f"{recipe.path}: model folder {value} does not exist; {_download_hint(Path(value))}"]
+    problems = []
+    if not (model_dir / "config.json").is_file():
+        problems.append(f"{recipe.path}: {value} has no config.json; {_download_hint(Path(value))}")
+    if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        problems.append(
+            f"{recipe.path}: {value} has no weight files (*.safetensors); {_download_hint(Path(value))}"
+        )
+    elif not all(p.exists() for p in model_dir.glob("*.safetensors")):
+        problems.append(
+            f"{recipe.path}: {value} has broken weight symlinks (HF cache moved?); re-run prepare"
+        )
+    if recipe.args.get("quantization_bit") and (model_dir / "config.json").is_file():
+        layout = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get(
+            "expert_layout", "fused"
+        )
+        if layout != "per_expert":
+            problems.append(
+                f"{recipe.path}: quantization_bit is set but {value}/config.json has expert_layout {layout!r}: "
+                'bitsandbytes would leave the fused experts in bf16; set "expert_layout": "per_expert"'
+            )
+    return problems
+
+
+def check_template(recipe: Recipe) -> list[str]:
+    template = recipe.args.get("template")
+    if template not in HOOKED_TEMPLATES:
+        return []
+    model_dir = recipe.resolve(str(recipe.args.get("model_name_or_path", "")))
+    config_path = model_dir / "tokenizer_config.json"
+    if not config_path.is_file():
+        return []  # check_model reports the missing folder
+    auto_map = json.loads(config_path.read_text(encoding="utf-8")).get("auto_map") or {}
+    hooked = "tokenization_ring_lf" in json.dumps(auto_map.get("AutoTokenizer"))
+    problems = []
+    if not hooked:
+        problems.append(
+            f"{recipe.path}: template {template} needs the tokenizer hook in {model_dir}: "
+            f"run `python -m ring_trl.llamafactory.hook {model_dir}`"
+        )
+    if not recipe.args.get("trust_remote_code"):
+        problems.append(f"{recipe.path}: template {template} needs trust_remote_code: true")
+    return problems
+
+
+def check_datasets(recipe: Recipe) -> list[str]:
+    names = recipe.args.get("dataset")
+    if not names:
+        return []
+    dataset_dir = recipe.resolve(str(recipe.args.get("dataset_dir", "data")))
+    info_path = dataset_dir / "dataset_info.json"
+    if not info_path.is_file():
+        return [f"{recipe.path}: dataset_dir {dataset_dir} has no dataset_info.json"]
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        return [f"{info_path}: line {error.lineno}: invalid JSON ({error.msg})"]
+    problems = []
+    for name in (n.strip() for n in str(names).split(",")):
+        entry = info.get(name)
+        if entry is None:
+            problems.append(f"{recipe.path}: dataset {name!r} is not in {info_path}")
+        elif "file_name" in entry and not (dataset_dir / entry["file_name"]).exists():
+            problems.append(
+                f"{info_path}: dataset {name!r}: file {dataset_dir / entry['file_name']} does not exist"
+            )
+    return problems
+
+
+def check_deepspeed(recipe: Recipe) -> list[str]:
+    deepspeed = recipe.args.get("deepspeed")
+    if deepspeed and not recipe.resolve(str(deepspeed)).is_file():
+        return [f"{recipe.path}: deepspeed config {deepspeed} does not exist"]
+    return []
+
+
+def check_adapters(recipe: Recipe) -> list[str]:
+    problems = []
+    adapters = recipe.args.get("adapter_name_or_path")
+    for adapter in str(adapters).split(",") if adapters else []:
+        if not (recipe.resolve(adapter.strip()) / "adapter_config.json").is_file():
+            problems.append(f"{recipe.path}: adapter {adapter.strip()} not found (train it first)")
+    return problems
+
+
+def check_recipe(recipe: Recipe, check_inputs: bool = True) -> list[str]:
+    """All problems found; `check_inputs=False` skips what a previous step produces (model folder, adapter)."""
+    problems = check_datasets(recipe) + check_deepspeed(recipe)
+    if check_inputs:
+        problems = check_model(recipe) + check_template(recipe) + check_adapters(recipe) + problems
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        recipe = load_recipe(argv[0], argv[1:])
+    except (FileNotFoundError, ValueError) as error:
+        print(f"preflight: {error}", file=sys.stderr)
+        return 1
+    problems = check_recipe(recipe)
+    for problem in problems:
+        print(f"preflight: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

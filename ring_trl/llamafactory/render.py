@@ -1,0 +1,102 @@
+"""What LLaMA-Factory will train on for a recipe, through LLaMA-Factory's own data pipeline.
+
+`python -m ring_trl.llamafactory.render recipes/<name>.yaml [key=value ...] [--rows N]` prints, per row, the text
+the model sees and the parts that carry loss, so a chat-format mistake is visible before any GPU time is spent.
+The same function backs the chat-format tests (tests/test_chat_format.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class RenderedRow:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def render_with_llamafactory(
+    recipe_args: dict[str, Any], max_rows: int | None = None
+) -> tuple[Any, list[RenderedRow]]:
+    """Tokenize a recipe's dataset exactly as `llamafactory-cli train` would; returns (tokenizer, rows).
+
+    Runs the same calls as LLaMA-Factory's run_sft up to the dataset (load_tokenizer, template lookup, get_dataset);
+    no model is loaded. Output/caching arguments are redirected to a temporary folder.
+    """
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    with tempfile.TemporaryDirectory(prefix="ring-render-") as scratch:
+        args = dict(recipe_args)
+        for key in (
+            "deepspeed",
+            "quantization_bit",
+            "quantization_method",
+            "quantization_type",
+            "double_quantization",
+        ):
+            args.pop(key, None)  # irrelevant to tokenization, and they need a launcher or a GPU to parse
+        args.update(
+            output_dir=os.path.join(scratch, "out"),
+            overwrite_cache=True,
+            report_to="none",
+            preprocessing_num_workers=None,
+            do_train=True,
+            stage="sft",
+        )
+        if args.get("bf16") or args.get("fp16"):
+            args["use_cpu"] = True
+        if max_rows is not None:
+            args["max_samples"] = max_rows
+        model_args, data_args, training_args, _, _ = get_train_args(args)
+        tokenizer_module = load_tokenizer(model_args)
+        tokenizer = tokenizer_module["tokenizer"]
+        template = get_template_and_fix_tokenizer(tokenizer, data_args)
+        dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+        rows = [RenderedRow(list(r["input_ids"]), list(r["labels"])) for r in dataset["train_dataset"]]
+    return tokenizer, rows
+
+
+def trained_spans(labels: list[int]) -> list[tuple[int, int]]:
+    """[start, end) index ranges of consecutive positions that carry loss."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for index, label in enumerate([*labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = index
+        elif label == IGNORE_INDEX and start is not None:
+            spans.append((start, index))
+            start = None
+    return spans
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ring_trl.llamafactory.preflight import load_recipe
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe")
+    parser.add_argument("overrides", nargs="*", help="key=value, as for llamafactory-cli")
+    parser.add_argument("--rows", type=int, default=2)
+    options = parser.parse_args(argv)
+    recipe = load_recipe(options.recipe, options.overrides)
+    tokenizer, rows = render_with_llamafactory(recipe.args, max_rows=options.rows)
+    for number, row in enumerate(rows):
+        print(f"===== row {number}: {len(row.input_ids)} tokens")
+        print(tokenizer.decode(row.input_ids, skip_special_tokens=False))
+        for start, end in trained_spans(row.labels):
+            print(
+                f"----- trained [{start}:{end}]: {tokenizer.decode(row.labels[start:end], skip_special_tokens=False)!r}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Every recipe parses with LLaMA-Factory's own argument parser and every file it names exists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ring_trl.llamafactory.preflight import check_recipe, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+REAL_MODEL_RECIPES = [p for p in RECIPES if not p.name.startswith("tiny_")]
+REQUIRED = {
+    "ring_mini_lora", "ring_mini_qlora", "ring_mini_full", "ring_flash_lora", "ring_flash_qlora",
+    "ring_flash_full", "ring_mini_merge", "tiny_lora", "tiny_full", "tiny_lora_ds_z2", "tiny_merge",
+}  # fmt: skip
+
+
+def _run_parse_check(paths: list[Path]) -> list[dict]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ring_trl.llamafactory.parse_check", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(paths), result.stderr[-3000:]
+    return lines
+
+
+def test_the_recipe_set_is_complete() -> None:
+    assert not REQUIRED - {p.stem for p in RECIPES}
+
+
+def test_every_recipe_parses_with_llamafactory(tmp_path: Path) -> None:
+    misspelt = tmp_path / "misspelt.yaml"
+    args = yaml.safe_load((REPO / "recipes" / "tiny_lora.yaml").read_text())
+    args["lora_rnak"] = args.pop("lora_rank")
+    misspelt.write_text(yaml.safe_dump(args))
+    results = _run_parse_check([*RECIPES, misspelt])
+    failures = [r for r in results[:-1] if not r["ok"]]
+    assert not failures, failures
+    assert not results[-1]["ok"] and "lora_rnak" in results[-1]["error"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_files_exist(recipe: Path) -> None:
+    """Datasets (in dataset_dir/dataset_info.json and on disk) and DeepSpeed configs; models are checked below."""
+    assert check_recipe(load_recipe(recipe, repo_root=REPO), check_inputs=False) == []
+    args = yaml.safe_load(recipe.read_text())
+    assert args.get("template") in {"bailing", "ring_v2_sft"}
+    assert args.get("trust_remote_code") is True
+    if "export_dir" not in args:
+        assert args.get("plot_loss") is True and args.get("report_to") == "tensorboard"
+
+
+@pytest.mark.parametrize("recipe", REAL_MODEL_RECIPES, ids=lambda p: p.stem)
+def test_real_model_recipe_without_weights_says_download_first(recipe: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "models" / Path(yaml.safe_load(recipe.read_text())["model_name_or_path"]).name
+    problems = check_recipe(load_recipe(recipe, [f"model_name_or_path={missing}"], repo_root=REPO))
+    assert problems and "download the model first" in problems[0]
+    assert "huggingface-cli download inclusionAI/Ring-" in problems[0]
+
+
+def test_preflight_cli_fails_clearly_for_a_missing_model(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ring_trl.llamafactory.preflight", "recipes/ring_mini_lora.yaml",
+            f"model_name_or_path={tmp_path / 'Ring-mini-2.0'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "download the model first: `huggingface-cli download inclusionAI/Ring-mini-2.0`" in result.stderr
+
+
+def test_tiny_recipes_pass_preflight_with_the_tiny_model(tiny_model_dir: Path) -> None:
+    for recipe in (p for p in RECIPES if p.stem.startswith("tiny_") and "merge" not in p.stem):
+        assert (
+            check_recipe(load_recipe(recipe, [f"model_name_or_path={tiny_model_dir}"], repo_root=REPO)) == []
+        )
+
+
+def test_preflight_names_a_missing_dataset_and_deepspeed_file(tmp_path: Path) -> None:
+    recipe = load_recipe(
+        REPO / "recipes" / "tiny_lora.yaml",
+        ["dataset=no_such_set", f"deepspeed={tmp_path / 'missing.json'}"],
+        repo_root=REPO,
+    )
+    problems = check_recipe(recipe, check_inputs=False)
+    assert any("no_such_set" in p and "dataset_info.json" in p for p in problems)
+    assert any("missing.json" in p for p in problems)
+
+
+def test_preflight_reports_yaml_errors_with_a_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("stage: sft\nlora_rank: [8\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: line \d+"):
+        load_recipe(broken)
+
+
+def test_preflight_refuses_qlora_on_fused_experts(tiny_model_dir: Path, tmp_path: Path) -> None:
+    qlora = REPO / "recipes" / "ring_mini_qlora.yaml"
+    problems = check_recipe(load_recipe(qlora, [f"model_name_or_path={tiny_model_dir}"], repo_root=REPO))
+    assert any("expert_layout 'fused'" in p for p in problems)
+    per_expert = tmp_path / "ring-tiny-per-expert"
+    per_expert.mkdir()
+    for item in tiny_model_dir.iterdir():
+        (per_expert / item.name).symlink_to(item)
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    (per_expert / "config.json").unlink()
+    (per_expert / "config.json").write_text(json.dumps({**config, "expert_layout": "per_expert"}))
+    assert check_recipe(load_recipe(qlora, [f"model_name_or_path={per_expert}"], repo_root=REPO)) == []
