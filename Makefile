@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # Everything runs offline: weights and data come from local folders or the local Hugging Face cache.
-OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+# PATH: LLaMA-Factory launches `torchrun` by name for FORCE_TORCHRUN / multi-GPU runs.
+OFFLINE := PATH=$(CURDIR)/$(VENV)/bin:$$PATH HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
            DS_BUILD_OPS=0 DISABLE_VERSION_CHECK=0
 TINY   := models/ring-tiny
 RECIPE ?= tiny_lora
@@ -17,7 +18,8 @@ RLVR_CONFIG ?= data_prep/configs/demo_rlvr.yaml
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard data_prep ring_trl tests scripts bench)
 
-.PHONY: help setup test test-fast lint format demo tiny-model prepare-model sft data data-rlvr grpo bench lock clean
+.PHONY: help setup test test-fast lint format demo tiny-model prepare-model sft export check-recipes data data-rlvr grpo \
+        bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,14 +47,23 @@ demo: setup ## The whole pipeline end to end on the tiny model and sample data
 tiny-model: setup ## Build the tiny random Ring model + tokenizer into models/ring-tiny
 	$(OFFLINE) $(PY) -m ring_trl.models.tiny --output $(TINY)
 
-prepare-model: setup ## Make a Ring checkpoint use our model code: make prepare-model MODEL=<hub id|folder> [OUT=dir]
+prepare-model: setup ## Use our model code for a checkpoint: make prepare-model MODEL=<hub id|folder> [OUT=dir] [ARGS=--chat-format ...]
 	@test -n "$(MODEL)" || { echo "usage: make prepare-model MODEL=<hub id or folder> [OUT=models/<name>]"; exit 2; }
-	$(OFFLINE) $(PY) -m ring_trl.models.prepare $(MODEL) $(if $(OUT),--output $(OUT))
+	$(OFFLINE) $(PY) -m ring_trl.models.prepare $(MODEL) $(if $(OUT),--output $(OUT)) $(ARGS)
 
 sft: setup ## Run an SFT recipe with llamafactory-cli: make sft RECIPE=tiny_lora ARGS="max_steps=20"
 	@test -f recipes/$(RECIPE).yaml || { echo "no recipe recipes/$(RECIPE).yaml; try: $$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	@if grep -q "$(TINY)" recipes/$(RECIPE).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
+	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/$(RECIPE).yaml $(ARGS)
 	$(OFFLINE) $(VENV)/bin/llamafactory-cli train recipes/$(RECIPE).yaml $(ARGS)
+
+export: setup ## Merge a LoRA adapter / export a model: make export RECIPE=tiny_merge
+	@test -f recipes/$(RECIPE).yaml || { echo "no recipe recipes/$(RECIPE).yaml"; exit 2; }
+	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/$(RECIPE).yaml $(ARGS)
+	$(OFFLINE) $(VENV)/bin/llamafactory-cli export recipes/$(RECIPE).yaml $(ARGS)
+
+check-recipes: setup ## Parse every SFT recipe with LLaMA-Factory's own argument parser
+	$(OFFLINE) $(PY) -m ring_trl.llamafactory.parse_check recipes/*.yaml
 
 data: setup ## Build a Long-CoT SFT dataset: make data CONFIG=data_prep/configs/<x>.yaml
 	$(OFFLINE) $(PY) -m data_prep build-sft --config $(CONFIG) $(ARGS)

@@ -113,7 +113,11 @@ def test_prepare_links_weights_and_installs_our_code(tiny_model_dir: Path, tmp_p
     assert new_config["auto_map"]["AutoModelForCausalLM"] == "modeling_bailing_moe_v2.BailingMoeV2ForCausalLM"
     assert new_config["custom_field"] == [1, 2] and new_config["mtp_layers_in_num_hidden_layers"] is False
     template = (Path(__file__).resolve().parents[1] / "ring_trl/chat_templates/ring_v2_sft.jinja").read_text()
-    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == template
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["chat_template"] == template
+    # ring_v2_sft is not built into LLaMA-Factory: the prepared tokenizer carries the hook that registers it.
+    assert (out / "tokenization_ring_lf.py").is_file()
+    assert tokenizer_config["auto_map"]["AutoTokenizer"][1] == "tokenization_ring_lf.RingTokenizerFast"
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,3 +150,17 @@ def test_prepare_rejects_other_architectures(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2}))
     with pytest.raises(PrepareError, match=r"config\.json: model_type is 'llama'"):
         prepare(str(folder), tmp_path / "out")
+
+
+def test_prepare_can_switch_to_the_per_expert_layout_for_qlora(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = prepare(str(tiny_model_dir), tmp_path / "per-expert", expert_layout="per_expert")
+    assert json.loads((out / "config.json").read_text())["expert_layout"] == "per_expert"
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    linear_experts = [name for name, module in model.named_modules() if name.endswith("experts.0.gate_proj")]
+    assert linear_experts, "per_expert layout must expose one nn.Linear per expert projection"
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, trust_remote_code=True)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(model(ids).logits, original(ids).logits)

@@ -130,8 +130,17 @@ def mtp_layers_counted_in_num_hidden_layers(config: dict[str, Any], weight_names
     )
 
 
+EXPERT_LAYOUTS = ("fused", "per_expert")
+# Formats whose LLaMA-Factory template is not built in: the prepared tokenizer registers it (see ring_trl.llamafactory).
+FORMATS_NEEDING_LF_HOOK = ("ring_v2_sft",)
+
+
 def prepare(
-    model: str, output: Path | None = None, chat_format: str | None = None, overwrite: bool = False
+    model: str,
+    output: Path | None = None,
+    chat_format: str | None = None,
+    overwrite: bool = False,
+    expert_layout: str | None = None,
 ) -> Path:
     """Build the prepared folder atomically and return its path."""
     source = resolve_checkpoint(model)
@@ -140,6 +149,8 @@ def prepare(
     check_config(config, config_path)
     if chat_format is not None and chat_format not in chat_formats():
         raise PrepareError(f"unknown chat format {chat_format!r}; choose one of {chat_formats()}")
+    if expert_layout is not None and expert_layout not in EXPERT_LAYOUTS:
+        raise PrepareError(f"unknown expert layout {expert_layout!r}; choose one of {EXPERT_LAYOUTS}")
     output = (output if output is not None else Path("models") / source.name).resolve()
     if output == source:
         raise PrepareError(f"{output}: the output folder must differ from the checkpoint folder")
@@ -149,7 +160,7 @@ def prepare(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        _fill_folder(staging, source, config, chat_format)
+        _fill_folder(staging, source, config, chat_format, expert_layout)
         staging.chmod(0o755)
         if output.exists():
             shutil.rmtree(output)
@@ -160,7 +171,9 @@ def prepare(
     return output
 
 
-def _fill_folder(folder: Path, source: Path, config: dict[str, Any], chat_format: str | None) -> None:
+def _fill_folder(
+    folder: Path, source: Path, config: dict[str, Any], chat_format: str | None, expert_layout: str | None
+) -> None:
     for item in sorted(source.iterdir()):
         if item.name in REWRITTEN_FILES or item.name.startswith("."):
             continue
@@ -171,6 +184,8 @@ def _fill_folder(folder: Path, source: Path, config: dict[str, Any], chat_format
     config["auto_map"] = auto_map_for()
     if in_layers is not None:
         config["mtp_layers_in_num_hidden_layers"] = in_layers
+    if expert_layout is not None:
+        config["expert_layout"] = expert_layout
     _write_json(folder / "config.json", config)
     copy_model_code(folder)
 
@@ -186,6 +201,10 @@ def _fill_folder(folder: Path, source: Path, config: dict[str, Any], chat_format
         (folder / "chat_template.jinja").symlink_to(template_file.absolute())
     if tokenizer_config or tokenizer_config_path.exists():
         _write_json(folder / "tokenizer_config.json", tokenizer_config)
+    if chat_format in FORMATS_NEEDING_LF_HOOK:
+        from ring_trl.llamafactory.hook import install_template_hook
+
+        install_template_hook(folder)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -201,10 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chat-format", choices=chat_formats(), default=None, help="chat template to install"
     )
+    parser.add_argument(
+        "--expert-layout",
+        choices=EXPERT_LAYOUTS,
+        default=None,
+        help="per_expert: one nn.Linear per expert projection, so QLoRA can quantize the experts",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     try:
-        folder = prepare(args.model, args.output, args.chat_format, args.overwrite)
+        folder = prepare(args.model, args.output, args.chat_format, args.overwrite, args.expert_layout)
     except PrepareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

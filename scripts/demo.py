@@ -1,0 +1,236 @@
+"""`make demo`: the whole Ring pipeline end to end on the tiny model and the shipped sample data.
+
+Stages run as subprocesses (the same commands a user would type), each logging to outputs/demo/logs/<stage>.log.
+A heartbeat shows the newest log line while a stage runs; a failing stage stops the demo with its name and log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+OUT = Path(os.environ.get("RING_DEMO_OUT", "outputs/demo"))
+TINY = Path(os.environ.get("RING_DEMO_TINY", "models/ring-tiny"))
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    command: list[str]
+    outputs: list[Path] = field(default_factory=list)
+    ok_exit_codes: tuple[int, ...] = (0,)
+
+
+def stages() -> list[Stage]:
+    data = OUT / "data"
+    sft_dir = OUT / "sft_lora"
+    merged = OUT / "sft_merged"
+    grpo_dir = OUT / "grpo"
+    py = sys.executable
+    lf = str(VENV_BIN / "llamafactory-cli")
+    return [
+        Stage(
+            "tiny-model",
+            "Build the tiny Ring model and tokenizer",
+            [py, "-m", "ring_trl.models.tiny", "--output", str(TINY)],
+            [TINY / "config.json"],
+        ),
+        Stage(
+            "data-sft",
+            "Build the Long-CoT SFT set from the shipped samples (data_prep build-sft)",
+            [
+                py,
+                "-m",
+                "data_prep",
+                "build-sft",
+                "--config",
+                "data_prep/configs/demo_sft.yaml",
+                "--output-dir",
+                str(data),
+                "--tokenizer",
+                str(TINY),
+            ],
+            [data / "demo_sft.jsonl"],
+            ok_exit_codes=(0, 3),  # 3: some rows were rejected, which the samples do on purpose
+        ),
+        Stage(
+            "data-rlvr",
+            "Build the RLVR prompt set (data_prep build-rlvr)",
+            [
+                py,
+                "-m",
+                "data_prep",
+                "build-rlvr",
+                "--config",
+                "data_prep/configs/demo_rlvr.yaml",
+                "--output-dir",
+                str(data),
+                "--tokenizer",
+                str(TINY),
+            ],
+            [data / "demo_rlvr.jsonl"],
+            ok_exit_codes=(0, 3),
+        ),
+        Stage(
+            "sft",
+            "LoRA SFT of the tiny model with llamafactory-cli (recipes/tiny_lora.yaml)",
+            [
+                lf,
+                "train",
+                "recipes/tiny_lora.yaml",
+                f"model_name_or_path={TINY}",
+                f"dataset_dir={data}",
+                "dataset=demo_sft",
+                f"output_dir={sft_dir}",
+                "overwrite_output_dir=true",
+            ],
+            [sft_dir / "adapter_model.safetensors", sft_dir / "trainer_state.json"],
+        ),
+        Stage(
+            "merge",
+            "Merge the LoRA adapter into the model (recipes/tiny_merge.yaml)",
+            [
+                lf,
+                "export",
+                "recipes/tiny_merge.yaml",
+                f"model_name_or_path={TINY}",
+                f"adapter_name_or_path={sft_dir}",
+                f"export_dir={merged}",
+            ],
+            [merged / "config.json"],
+        ),
+        Stage(
+            "grpo",
+            "IcePop GRPO from the SFT model on the RLVR set (recipes/grpo/tiny_icepop.yaml)",
+            [
+                py,
+                "-m",
+                "ring_trl.grpo",
+                "recipes/grpo/tiny_icepop.yaml",
+                f"model_name_or_path={merged}",
+                f"dataset_path={data / 'demo_rlvr.jsonl'}",
+                f"output_dir={grpo_dir}",
+            ],
+            [grpo_dir / "trainer_state.json"],
+        ),
+    ]
+
+
+def _heartbeat(log_path: Path, started: float, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        last = ""
+        try:
+            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            last = lines[-1][-100:] if lines else ""
+        except OSError:
+            pass
+        print(f"    ... {time.monotonic() - started:5.0f} s | {last}", flush=True)
+
+
+def run_stage(index: int, total: int, stage: Stage, logs: Path) -> float:
+    log_path = logs / f"{stage.name}.log"
+    print(f"[{index}/{total}] {stage.title}", flush=True)
+    started = time.monotonic()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(log_path, started, stop), daemon=True)
+    with log_path.open("w") as log:
+        log.write("$ " + " ".join(stage.command) + "\n")
+        log.flush()
+        beat.start()
+        try:
+            code = subprocess.run(stage.command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        finally:
+            stop.set()
+            beat.join()
+    elapsed = time.monotonic() - started
+    missing = [str(p) for p in stage.outputs if not (REPO / p).exists()]
+    if code not in stage.ok_exit_codes or missing:
+        why = f"exit code {code}" if code not in stage.ok_exit_codes else f"missing outputs {missing}"
+        print(f"\nDEMO FAILED at stage '{stage.name}' ({why}).\nLog: {log_path}\n", file=sys.stderr)
+        tail = log_path.read_text(errors="replace").splitlines()[-25:]
+        print("\n".join("    " + ln for ln in tail), file=sys.stderr)
+        raise SystemExit(1)
+    print(f"    done in {elapsed:.1f} s", flush=True)
+    return elapsed
+
+
+def _log_history(run_dir: Path) -> list[dict]:
+    state = REPO / run_dir / "trainer_state.json"
+    return json.loads(state.read_text()).get("log_history", []) if state.exists() else []
+
+
+def _first_last(history: list[dict], key: str) -> tuple[float, float] | None:
+    values = [row[key] for row in history if isinstance(row.get(key), (int, float))]
+    return (values[0], values[-1]) if values else None
+
+
+def summary(timings: dict[str, float]) -> dict:
+    """Collect the numbers a user wants to see after the demo, and write them to summary.json."""
+    report_path = REPO / OUT / "data" / "demo_sft.report.json"
+    data_report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    sft = _log_history(OUT / "sft_lora")
+    grpo = _log_history(OUT / "grpo")
+    plots = sorted(str(p.relative_to(REPO)) for p in (REPO / OUT).rglob("*.png"))
+    result = {
+        "timings_s": timings,
+        "data": {
+            "kept": data_report.get("kept"),
+            "dropped": data_report.get("dropped"),
+            "dropped_by_reason": data_report.get("dropped_by_reason", {}),
+        },
+        "sft_loss_first_last": _first_last(sft, "loss"),
+        "grpo_reward_first_last": _first_last(grpo, "reward"),
+        "icepop_masked_frac_first_last": _first_last(grpo, "icepop/masked_frac"),
+        "plots": plots,
+    }
+    (REPO / OUT / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _fmt_pair(pair: tuple[float, float] | None) -> str:
+    return f"{pair[0]:.4f} -> {pair[1]:.4f}" if pair else "n/a"
+
+
+def print_summary(result: dict) -> None:
+    data = result["data"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(data["dropped_by_reason"].items())) or "none"
+    print("\n=== Demo summary ===")
+    print(f"SFT data      kept {data['kept']}, dropped {data['dropped']} ({reasons})")
+    print(f"SFT loss      {_fmt_pair(result['sft_loss_first_last'])}")
+    print(f"GRPO reward   {_fmt_pair(result['grpo_reward_first_last'])}")
+    print(
+        f"IcePop masked {_fmt_pair(result['icepop_masked_frac_first_last'])} (fraction of completion tokens)"
+    )
+    print(
+        f"Total time    {sum(result['timings_s'].values()):.0f} s "
+        + str({k: round(v) for k, v in result["timings_s"].items()})
+    )
+    print("Plots:")
+    for plot in result["plots"]:
+        print(f"  {plot}")
+    print(f"Everything is under {OUT}/ (summary.json, logs/).")
+
+
+def main() -> None:
+    os.chdir(REPO)
+    logs = REPO / OUT / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    plan = stages()
+    timings: dict[str, float] = {}
+    for index, stage in enumerate(plan, start=1):
+        timings[stage.name] = run_stage(index, len(plan), stage, logs)
+    print_summary(summary(timings))
+
+
+if __name__ == "__main__":
+    main()
