@@ -1,0 +1,121 @@
+"""Turn a GRPORecipe into a ready IcePopGRPOTrainer: model, tokenizer, prompt set, guarded rewards, logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations import TensorBoardCallback
+
+from ring_trl.compat import ensure_warnings_issued
+from ring_trl.grpo.config import IcePopGRPOConfig
+from ring_trl.grpo.data import load_prompt_dataset
+from ring_trl.grpo.recipe import GRPORecipe, RecipeError
+from ring_trl.grpo.rewards import GuardedReward, bind_reward_options, load_reward_function
+from ring_trl.grpo.trainer import IcePopGRPOTrainer
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    model_dir: Path
+    tensorboard: Path
+    plot: Path
+
+
+_TRAINING_DEFAULTS: dict[str, Any] = {"logging_steps": 1, "report_to": ["tensorboard"], "save_strategy": "no"}
+
+
+def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]:
+    base_dir = recipe.source.parent if recipe.source else None
+    rewards, weights, names = [], [], set()
+    for entry in recipe.rewards:
+        function = load_reward_function(entry.function, base_dir=base_dir)
+        name = entry.function.rpartition(":")[2]
+        while name in names:
+            name += "_"
+        names.add(name)
+        rewards.append(
+            GuardedReward(
+                bind_reward_options(function, entry.kwargs),
+                name=name,
+                timeout_s=entry.timeout_s if entry.timeout_s is not None else recipe.reward_timeout_s,
+                failure_value=entry.failure_value
+                if entry.failure_value is not None
+                else recipe.reward_failure_value,
+            )
+        )
+        weights.append(float(entry.weight))
+    return rewards, weights
+
+
+def build_config(recipe: GRPORecipe, reward_weights: list[float]) -> tuple[IcePopGRPOConfig, Path]:
+    training = {**_TRAINING_DEFAULTS, **recipe.training, "reward_weights": reward_weights}
+    report_to = training["report_to"]
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to)
+    # TensorBoard is attached by build_trainer with a fixed folder, so it is not requested twice.
+    training["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
+    try:
+        config = IcePopGRPOConfig(**training)
+    except TypeError as error:
+        raise RecipeError(f"{recipe.source}: training: {error}") from error
+    wants_tensorboard = "tensorboard" in report_to
+    return config, wants_tensorboard
+
+
+def register_moe_leaf_modules_for_zero3(model: torch.nn.Module) -> list[str]:
+    """ZeRO-3 gathers parameters per module as they are used; an MoE block where ranks route to different
+    experts would wait forever for each other. Marking the whole block a leaf makes ZeRO-3 gather it at once."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return []
+    from deepspeed.utils import set_z3_leaf_modules
+
+    classes = {type(m) for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")}
+    if classes:
+        set_z3_leaf_modules(model, list(classes))
+    return sorted(c.__name__ for c in classes)
+
+
+def build_trainer(recipe: GRPORecipe) -> tuple[IcePopGRPOTrainer, OutputPaths]:
+    rewards, weights = build_rewards(recipe)
+    config, wants_tensorboard = build_config(recipe, weights)
+    dataset = load_prompt_dataset(recipe.dataset, max_samples=recipe.max_samples)
+    tokenizer = AutoTokenizer.from_pretrained(
+        recipe.model_name_or_path, trust_remote_code=recipe.trust_remote_code, truncation_side="left"
+    )
+    dtype: Any = recipe.model_dtype if recipe.model_dtype == "auto" else getattr(torch, recipe.model_dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        recipe.model_name_or_path, trust_remote_code=recipe.trust_remote_code, dtype=dtype
+    )
+    ensure_warnings_issued(model)
+    register_moe_leaf_modules_for_zero3(model)
+    peft_config = None
+    if recipe.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", **recipe.lora)
+    output_dir = Path(config.output_dir)
+    paths = OutputPaths(
+        model_dir=output_dir / "final",
+        tensorboard=output_dir / "tensorboard",
+        plot=output_dir / "reward_masked_frac.png",
+    )
+    callbacks = []
+    if wants_tensorboard:
+        tensorboard = TensorBoardCallback()
+        tensorboard.logging_dir = str(paths.tensorboard)
+        callbacks.append(tensorboard)
+    trainer = IcePopGRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        peft_config=peft_config,
+    )
+    return trainer, paths

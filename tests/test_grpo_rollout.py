@@ -1,0 +1,273 @@
+"""Rollout capture: HF-generate sampling log-probs, the engine-mismatch option, and the vLLM server path
+(driven through a fake of the vLLM client only; the trainer, TRL and the model are real)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+)
+
+from ring_trl.compat import ensure_warnings_issued
+from ring_trl.grpo.config import IcePopGRPOConfig
+from ring_trl.grpo.rollout import SampledTokenLogprobRecorder, completion_mask_after_eos, rollout_engine
+from ring_trl.grpo.trainer import SAMPLING_LOGPS_KEY, IcePopGRPOTrainer
+
+BATCH = 8
+
+
+def _reward(prompts, completions, completion_ids, **_):
+    return [float(len(ids) % 4) for ids in completion_ids]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, trust_remote_code=True, dtype=torch.float32)
+    ensure_warnings_issued(model)
+    model.train()
+    return model, tokenizer
+
+
+def _trainer(tiny, tmp_path: Path, **overrides) -> IcePopGRPOTrainer:
+    model, tokenizer = tiny
+    settings = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": BATCH,
+        "num_generations": 4,
+        "max_prompt_length": 32,
+        "max_completion_length": 16,
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "seed": 0,
+        **overrides,
+    }
+    dataset = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"What is {i} * 3?"}]} for i in range(16)]
+    )
+    trainer = IcePopGRPOTrainer(
+        model=model,
+        reward_funcs=[_reward],
+        args=IcePopGRPOConfig(**settings),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def _rows(trainer: IcePopGRPOTrainer) -> list[dict]:
+    return [trainer.train_dataset[i // 4] for i in range(BATCH)]
+
+
+def test_recorder_sees_exactly_the_sampled_distribution(tiny) -> None:
+    model, tokenizer = tiny
+    prompts = [
+        "<role>HUMAN</role>hello<role>ASSISTANT</role><think>\n",
+        "<role>HUMAN</role>2+2?<role>ASSISTANT</role>",
+    ]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    recorder = SampledTokenLogprobRecorder()
+    config = GenerationConfig(
+        max_new_tokens=12, do_sample=True, top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_token_id
+    )
+    with torch.no_grad():
+        out = model.generate(
+            **encoded,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([TemperatureLogitsWarper(0.7), recorder]),
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    prompt_length = encoded["input_ids"].size(1)
+    recorded = recorder.collect(out.sequences, prompt_length)
+    sampled = out.sequences[:, prompt_length:]
+    expected = torch.stack(
+        [
+            torch.log_softmax(s.float(), -1).gather(-1, sampled[:, i : i + 1]).squeeze(-1)
+            for i, s in enumerate(out.scores)
+        ],
+        dim=1,
+    )
+    assert recorded.shape == sampled.shape
+    torch.testing.assert_close(recorded, expected, rtol=0, atol=0)
+    # temperature is inside the recorded distribution: it differs from the T=1 log-probs
+    plain = torch.stack(
+        [
+            torch.log_softmax(s.float() * 0.7, -1).gather(-1, sampled[:, i : i + 1]).squeeze(-1)
+            for i, s in enumerate(out.scores)
+        ],
+        dim=1,
+    )
+    assert not torch.allclose(recorded, plain)
+
+
+def test_completion_mask_after_eos() -> None:
+    ids = torch.tensor([[5, 9, 2, 9], [5, 5, 5, 5], [9, 1, 1, 1]])
+    assert completion_mask_after_eos(ids, eos_token_id=9).tolist() == [
+        [1, 1, 0, 0],
+        [1, 1, 1, 1],
+        [1, 0, 0, 0],
+    ]
+
+
+def _masked_frac_after_one_batch(trainer: IcePopGRPOTrainer) -> dict[str, float]:
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions(_rows(trainer))
+    trainer._compute_loss(trainer.model, batch)
+    return {
+        k.removeprefix("icepop/"): v[-1]
+        for k, v in trainer._metrics["train"].items()
+        if k.startswith("icepop/")
+    }
+
+
+def test_rollout_precision_option_creates_a_masked_fraction(tiny, tmp_path: Path) -> None:
+    band = {"icepop_alpha": 0.99, "icepop_beta": 1.01}
+    same_engine = _masked_frac_after_one_batch(_trainer(tiny, tmp_path / "a", **band))
+    assert same_engine["masked_frac"] == 0.0
+    assert same_engine["logp_diff_max"] < 1e-3
+    other_engine = _masked_frac_after_one_batch(_trainer(tiny, tmp_path / "b", rollout_dtype="bf16", **band))
+    assert other_engine["masked_frac"] > 0.0
+    assert other_engine["logp_diff_max"] > 10 * same_engine["logp_diff_max"]
+    assert other_engine["mismatch_kl"] > same_engine["mismatch_kl"]
+
+
+def test_rollout_attention_option_is_applied_and_restored(tiny) -> None:
+    model, _ = tiny
+    before = model.config._attn_implementation
+    other = "eager" if before != "eager" else "sdpa"
+    with rollout_engine(model, dtype="bf16", attn_implementation=other):
+        assert model.config._attn_implementation == other
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    assert model.config._attn_implementation == before
+    assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"top_p": 0.9}, "top_p"),
+        ({"top_k": 50}, "top_k"),
+        ({"icepop_alpha": 1.5}, "icepop_alpha"),
+        ({"use_vllm": True, "vllm_mode": "server", "temperature": 0.7}, "raw"),
+        ({"rollout_dtype": "int8"}, "rollout_dtype"),
+    ],
+)
+def test_config_refuses_settings_that_bias_the_ratio(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        IcePopGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **overrides)
+
+
+def test_config_replaces_tis_with_icepop_and_off_switch_keeps_trl(tmp_path: Path) -> None:
+    on = IcePopGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, report_to="none")
+    assert on.vllm_importance_sampling_correction is False
+    off = IcePopGRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        use_vllm=True,
+        icepop=False,
+        top_p=0.9,
+        report_to="none",
+    )
+    assert off.vllm_importance_sampling_correction is True
+
+
+class FakeVLLMServerClient:
+    """Stands in for trl.extras.vllm_client.VLLMClient (what `trl vllm-serve` answers): the trainer pushes weights
+    with update_named_param and asks for completions + per-token log-probs. The "engine" is a bf16 copy of the
+    policy, so its log-probs really differ from the fp32 training pass."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer) -> None:
+        self.engine = copy.deepcopy(model).to(torch.bfloat16).eval()
+        self.tokenizer = tokenizer
+        self.updated: set[str] = set()
+        self.resets = 0
+        self.requests: list[dict] = []
+        self.returned_logprobs: list[list[float]] = []
+
+    def update_named_param(self, name: str, weights: torch.Tensor) -> None:
+        self.engine.get_parameter(name).data.copy_(weights.to(torch.bfloat16))
+        self.updated.add(name)
+
+    def reset_prefix_cache(self) -> None:
+        self.resets += 1
+
+    def generate(self, prompts: list[str], n: int, max_tokens: int, temperature: float, **kwargs) -> dict:
+        self.requests.append({"n": n, "temperature": temperature, **kwargs})
+        eos = self.tokenizer.eos_token_id
+        prompt_ids, completion_ids, logprobs = [], [], []
+        for prompt in prompts:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            prompt_ids.append(ids)
+            inputs = torch.tensor([ids] * n)
+            with torch.no_grad():
+                out = self.engine.generate(
+                    input_ids=inputs,
+                    attention_mask=torch.ones_like(inputs),
+                    generation_config=GenerationConfig(
+                        max_new_tokens=max_tokens,
+                        do_sample=True,
+                        temperature=temperature,
+                        top_k=0,
+                        top_p=1.0,
+                        eos_token_id=eos,
+                        pad_token_id=eos,
+                    ),
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
+            new = out.sequences[:, len(ids) :]
+            step_logps = torch.stack(
+                [
+                    torch.log_softmax(s.float(), -1).gather(-1, new[:, i : i + 1]).squeeze(-1)
+                    for i, s in enumerate(out.scores)
+                ],
+                dim=1,
+            )
+            keep = completion_mask_after_eos(new, eos).bool()
+            for row in range(n):
+                completion_ids.append(new[row][keep[row]].tolist())
+                logprobs.append(step_logps[row][keep[row]].tolist())
+        self.returned_logprobs.extend(logprobs)
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
+
+
+def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tmp_path: Path) -> None:
+    trainer = _trainer(
+        tiny, tmp_path, max_steps=2, max_completion_length=8, icepop_alpha=0.99, icepop_beta=1.01
+    )
+    fake = FakeVLLMServerClient(trainer.model, tiny[1])
+    # What GRPOTrainer.__init__ sets up for vllm_mode="server" (it needs a CUDA device and a live server).
+    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_client = True, "server", fake
+    trainer._last_loaded_step, trainer.guided_decoding_regex = -1, None
+    trainer.vllm_importance_sampling_correction = False  # as IcePopGRPOConfig sets it with use_vllm
+
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions(_rows(trainer))
+    names = {name for name, _ in trainer.model.named_parameters()}
+    assert fake.updated == names and fake.resets == 1  # weights synced before generating
+    assert fake.requests[0]["top_p"] == 1.0 and fake.requests[0]["top_k"] == -1 and fake.requests[0]["n"] == 4
+    mask = batch["completion_mask"].bool()
+    recorded = [row[keep].tolist() for row, keep in zip(batch[SAMPLING_LOGPS_KEY], mask, strict=True)]
+    assert recorded == fake.returned_logprobs  # exactly what the engine returned, per token
+
+    trainer.train()  # two real optimizer steps through the vLLM path
+    assert fake.resets >= 2  # re-synced after the first update
+    logged = [entry for entry in trainer.state.log_history if "icepop/masked_frac" in entry]
+    assert len(logged) == 2
+    assert all(entry["icepop/logp_diff_max"] > 1e-3 for entry in logged)
+    assert any(entry["icepop/masked_frac"] > 0 for entry in logged)
