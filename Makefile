@@ -77,6 +77,7 @@ grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny_icepop ARGS="max
 	$(OFFLINE) $(PY) -m ring_trl.grpo recipes/grpo/$(RECIPE).yaml $(ARGS)
 
 bench: setup ## CPU-sized benchmarks (expert layer, data pipeline, IcePop overhead); GPU ones in bench/
+	@[ -f $(TINY)/config.json ] || $(MAKE) --no-print-directory tiny-model
 	$(OFFLINE) $(PY) bench/expert_layer.py
 	$(OFFLINE) $(PY) bench/data_pipeline.py --rows 20000
 	$(OFFLINE) $(PY) bench/icepop_overhead.py

@@ -93,6 +93,7 @@ def stages() -> list[Stage]:
                 "dataset=demo_sft",
                 f"output_dir={sft_dir}",
                 "overwrite_output_dir=true",
+                "num_train_epochs=8",
             ],
             [sft_dir / "adapter_model.safetensors", sft_dir / "trainer_state.json"],
         ),
@@ -118,8 +119,11 @@ def stages() -> list[Stage]:
                 "ring_trl.grpo",
                 "recipes/grpo/tiny_icepop.yaml",
                 f"model_name_or_path={merged}",
-                f"dataset_path={data / 'demo_rlvr.jsonl'}",
+                f"dataset={data / 'demo_rlvr.jsonl'}",
                 f"output_dir={grpo_dir}",
+                "max_steps=30",
+                "per_device_train_batch_size=16",
+                "learning_rate=2.0e-3",
             ],
             [grpo_dir / "trainer_state.json"],
         ),
@@ -169,9 +173,15 @@ def _log_history(run_dir: Path) -> list[dict]:
     return json.loads(state.read_text()).get("log_history", []) if state.exists() else []
 
 
-def _first_last(history: list[dict], key: str) -> tuple[float, float] | None:
-    values = [row[key] for row in history if isinstance(row.get(key), (int, float))]
-    return (values[0], values[-1]) if values else None
+def _first_last(history: list[dict], key: str, window: int = 1) -> tuple[float, float] | None:
+    """The metric's mean over the first and the last `window` logged steps (RL rewards are noisy per step)."""
+    values = [
+        row[key] for row in history if isinstance(row.get(key), (int, float)) and "train_runtime" not in row
+    ]
+    if not values:
+        return None
+    window = max(1, min(window, len(values) // 2 or 1))
+    return sum(values[:window]) / window, sum(values[-window:]) / window
 
 
 def summary(timings: dict[str, float]) -> dict:
@@ -180,7 +190,9 @@ def summary(timings: dict[str, float]) -> dict:
     data_report = json.loads(report_path.read_text()) if report_path.exists() else {}
     sft = _log_history(OUT / "sft_lora")
     grpo = _log_history(OUT / "grpo")
-    plots = sorted(str(p.relative_to(REPO)) for p in (REPO / OUT).rglob("*.png"))
+    plots = sorted(
+        os.path.relpath(p, REPO) if p.is_relative_to(REPO) else str(p) for p in (REPO / OUT).rglob("*.png")
+    )
     result = {
         "timings_s": timings,
         "data": {
@@ -188,9 +200,10 @@ def summary(timings: dict[str, float]) -> dict:
             "dropped": data_report.get("dropped"),
             "dropped_by_reason": data_report.get("dropped_by_reason", {}),
         },
-        "sft_loss_first_last": _first_last(sft, "loss"),
-        "grpo_reward_first_last": _first_last(grpo, "reward"),
-        "icepop_masked_frac_first_last": _first_last(grpo, "icepop/masked_frac"),
+        "sft_loss_first_last": _first_last(sft, "loss", window=4),
+        "grpo_reward_first_last": _first_last(grpo, "reward", window=5),
+        "icepop_masked_frac_first_last": _first_last(grpo, "icepop/masked_frac", window=5),
+        "icepop_masked_frac_mean": _first_last(grpo, "icepop/masked_frac", window=10**6),
         "plots": plots,
     }
     (REPO / OUT / "summary.json").write_text(json.dumps(result, indent=2))
@@ -206,10 +219,14 @@ def print_summary(result: dict) -> None:
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(data["dropped_by_reason"].items())) or "none"
     print("\n=== Demo summary ===")
     print(f"SFT data      kept {data['kept']}, dropped {data['dropped']} ({reasons})")
-    print(f"SFT loss      {_fmt_pair(result['sft_loss_first_last'])}")
-    print(f"GRPO reward   {_fmt_pair(result['grpo_reward_first_last'])}")
+    print(f"SFT loss      {_fmt_pair(result['sft_loss_first_last'])} (mean of the first / last 4 steps)")
+    print(f"GRPO reward   {_fmt_pair(result['grpo_reward_first_last'])} (mean of the first / last 5 steps)")
+    masked = result["icepop_masked_frac_mean"]
     print(
-        f"IcePop masked {_fmt_pair(result['icepop_masked_frac_first_last'])} (fraction of completion tokens)"
+        f"IcePop masked {_fmt_pair(result['icepop_masked_frac_first_last'])} (first / last 5 steps); "
+        f"{masked[0] * 1000:.2f} per mille of completion tokens over the run"
+        if masked
+        else "IcePop masked n/a"
     )
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "

@@ -91,6 +91,16 @@ def test_recipe_overrides_and_errors(repo_root: Path, tmp_path: Path) -> None:
     assert recipe.max_samples == 4
     assert next(r.function for r in recipe.rewards) == "ring_trl.grpo.rewards:math_answer"
 
+    # YAML 1.1 reads `2e-3` as a string; both overrides and recipe files must give the trainer a float.
+    assert load_recipe(repo_root / "recipes/grpo/tiny_icepop.yaml", ["learning_rate=2e-3"]).training[
+        "learning_rate"
+    ] == pytest.approx(0.002)
+    sci = tmp_path / "sci.yaml"
+    sci.write_text(
+        "model_name_or_path: m\ndataset: d.jsonl\nrewards: [x:y]\ntraining: {learning_rate: 5e-7}\n"
+    )
+    assert load_recipe(sci).training["learning_rate"] == pytest.approx(5e-7)
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_name_or_path: m\ndataset: d.jsonl\nrewards: [x:y]\nlearning_rate: 1\n")
     with pytest.raises(RecipeError, match=r"bad.yaml: unknown keys \['learning_rate'\]"):

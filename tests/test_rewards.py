@@ -237,3 +237,16 @@ def test_load_reward_from_file_path_relative_to_recipe(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(RewardLoadError, match="boom"):
         load_reward_function(str(tmp_path / "broken.py") + ":f")
+
+
+def test_numeric_closeness_is_graded_and_skips_non_numeric_references() -> None:
+    from ring_trl.grpo.rewards import numeric_closeness
+
+    completions = ["so 3+4</think>\n\nThe answer is 7.", "hmm</think>\n\n9", "no digits at all", "</think> 7"]
+    scores = numeric_closeness([None] * 4, completions, answer=["7", "7", "7", "x+1"])
+    assert scores[0] == 1.0
+    assert 0.0 < scores[1] < 1.0  # off by 2: partial credit
+    assert scores[2] == 0.0
+    assert scores[3] is None  # a symbolic reference is not this reward's business
+    closer, farther = numeric_closeness([None] * 2, ["</think> 8", "</think> 20"], answer=["7", "7"])
+    assert closer > farther

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(trainer.args.output_dir)
     _save_model_atomically(trainer, paths.model_dir)
     if trainer.accelerator.is_main_process:
+        # The per-step metrics as JSON too (save_strategy "no" would otherwise never write them).
+        trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
         write_metrics_plot(trainer.state.log_history, paths.plot)
         print(f"model:       {paths.model_dir}")
         print(f"tensorboard: {paths.tensorboard}  (tensorboard --logdir {paths.tensorboard})")

@@ -15,6 +15,7 @@ Command-line overrides are `key=value` (YAML values): recipe keys by name, anyth
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,16 @@ def _parse_rewards(raw: Any, where: str) -> list[RewardEntry]:
     return entries
 
 
+_FLOAT_LITERAL = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def coerce_number(value: Any) -> Any:
+    """YAML 1.1 reads `2e-3` (no dot in the mantissa) as a string; every trainer wants it as a float."""
+    if isinstance(value, str) and _FLOAT_LITERAL.match(value.strip()):
+        return float(value)
+    return value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key=value` strings to the raw recipe mapping."""
     data = dict(data)
@@ -82,7 +93,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key:
             raise RecipeError(f"override {override!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw_value)
+            value = coerce_number(yaml.safe_load(raw_value))
         except yaml.YAMLError as error:
             raise RecipeError(f"override {override!r}: value is not valid YAML: {error}") from error
         if key.startswith("training."):
@@ -91,7 +102,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             data[key] = value
         else:
             training[key] = value
-    data["training"] = training
+    data["training"] = {name: coerce_number(value) for name, value in training.items()}
     return data
 
 

@@ -5,6 +5,7 @@ from ring_trl.grpo.rewards.format_reward import think_format
 from ring_trl.grpo.rewards.guard import GuardedReward
 from ring_trl.grpo.rewards.loading import RewardLoadError, bind_reward_options, load_reward_function
 from ring_trl.grpo.rewards.math_answer import math_answer
+from ring_trl.grpo.rewards.numeric_closeness import numeric_closeness
 from ring_trl.grpo.rewards.overlong import overlong_penalty
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "code_tests",
     "load_reward_function",
     "math_answer",
+    "numeric_closeness",
     "overlong_penalty",
     "think_format",
 ]
