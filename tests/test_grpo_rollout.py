@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -191,8 +190,11 @@ class FakeVLLMServerClient:
     with update_named_param and asks for completions + per-token log-probs. The "engine" is a bf16 copy of the
     policy, so its log-probs really differ from the fp32 training pass."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer) -> None:
-        self.engine = copy.deepcopy(model).to(torch.bfloat16).eval()
+    def __init__(self, model_dir: Path, tokenizer) -> None:
+        # Like vLLM, the engine names every expert projection separately (the published checkpoint layout).
+        self.engine = AutoModelForCausalLM.from_pretrained(
+            model_dir, trust_remote_code=True, dtype=torch.bfloat16, expert_layout="per_expert"
+        ).eval()
         self.tokenizer = tokenizer
         self.updated: set[str] = set()
         self.resets = 0
@@ -246,11 +248,11 @@ class FakeVLLMServerClient:
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
 
-def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tmp_path: Path) -> None:
+def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tiny_model_dir: Path, tmp_path: Path) -> None:
     trainer = _trainer(
         tiny, tmp_path, max_steps=2, max_completion_length=8, icepop_alpha=0.99, icepop_beta=1.01
     )
-    fake = FakeVLLMServerClient(trainer.model, tiny[1])
+    fake = FakeVLLMServerClient(tiny_model_dir, tiny[1])
     # What GRPOTrainer.__init__ sets up for vllm_mode="server" (it needs a CUDA device and a live server).
     trainer.use_vllm, trainer.vllm_mode, trainer.vllm_client = True, "server", fake
     trainer._last_loaded_step, trainer.guided_decoding_regex = -1, None
@@ -258,8 +260,9 @@ def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tmp_path: Path) 
 
     torch.manual_seed(0)
     batch = trainer._generate_and_score_completions(_rows(trainer))
-    names = {name for name, _ in trainer.model.named_parameters()}
-    assert fake.updated == names and fake.resets == 1  # weights synced before generating
+    published = {name for name, _ in fake.engine.named_parameters()}
+    assert "model.layers.1.mlp.experts.0.gate_proj.weight" in published
+    assert fake.updated == published and fake.resets == 1  # every weight synced, under its published name
     assert fake.requests[0]["top_p"] == 1.0 and fake.requests[0]["top_k"] == -1 and fake.requests[0]["n"] == 4
     mask = batch["completion_mask"].bool()
     recorded = [row[keep].tolist() for row, keep in zip(batch[SAMPLING_LOGPS_KEY], mask, strict=True)]
@@ -271,3 +274,31 @@ def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tmp_path: Path) 
     assert len(logged) == 2
     assert all(entry["icepop/logp_diff_max"] > 1e-3 for entry in logged)
     assert any(entry["icepop/masked_frac"] > 0 for entry in logged)
+
+
+def test_weight_sync_splits_fused_experts_into_the_published_layout(tiny_model_dir: Path) -> None:
+    """After a sync, a per-expert engine computes exactly what the fused training model computes."""
+    from ring_trl.grpo.vllm_sync import published_names_for_vllm
+
+    fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, trust_remote_code=True, dtype=torch.float32)
+    engine = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, trust_remote_code=True, dtype=torch.float32, expert_layout="per_expert"
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():  # training moved the experts away from the checkpoint both started from
+        for name, param in fused.named_parameters():
+            if "experts" in name:
+                param.add_(torch.randn_like(param) * 0.5)
+
+    class Client:
+        def update_named_param(self, name: str, weights: torch.Tensor) -> None:
+            engine.get_parameter(name).data.copy_(weights)
+
+    client = Client()
+    with published_names_for_vllm(vllm_client=client):
+        for name, param in fused.named_parameters():
+            client.update_named_param(name, param.data)
+    assert "update_named_param" not in vars(client)  # the wrapper is gone after the block
+
+    ids = torch.tensor([[5, 9, 14, 20, 33, 41, 7, 3]])
+    torch.testing.assert_close(engine(ids).logits, fused(ids).logits, rtol=1e-5, atol=1e-5)

@@ -36,6 +36,7 @@ from ring_trl.compat import ensure_warnings_issued
 from ring_trl.grpo.config import IcePopGRPOConfig
 from ring_trl.grpo.rewards.guard import GuardedReward
 from ring_trl.grpo.rollout import SampledTokenLogprobRecorder, completion_mask_after_eos, rollout_engine
+from ring_trl.grpo.vllm_sync import published_names_for_vllm
 from ring_trl.icepop import icepop_weights
 
 SAMPLING_LOGPS_KEY = "sampling_per_token_logps"
@@ -95,6 +96,15 @@ class IcePopGRPOTrainer(GRPOTrainer):
         return self.accelerator.prepare_model(reference, evaluation_mode=True)
 
     # ----------------------------------------------------------------------------------------------- rollouts
+    def _move_model_to_vllm(self) -> None:
+        """TRL's weight sync, with fused Ring experts sent under the per-expert names vLLM loads (vllm_sync.py)."""
+        client = getattr(self, "vllm_client", None) if self.vllm_mode == "server" else None
+        colocated = None
+        if self.vllm_mode == "colocate" and getattr(self, "llm", None) is not None:
+            colocated = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        with published_names_for_vllm(vllm_client=client, vllm_model=colocated):
+            super()._move_model_to_vllm()
+
     def _build_rollout_generation_config(self) -> GenerationConfig:
         """TRL's generation config with temperature moved into our own processor list, so the recorder
         (appended after it) sees exactly the scores the sampler draws from."""

@@ -75,7 +75,7 @@ def _download_hint(model_dir: Path) -> str:
         f"`make prepare-model MODEL={hub_id} OUT={model_dir}`"
     )
     if name.endswith("-per-expert"):
-        hint += f' and set "expert_layout": "per_expert" in {model_dir}/config.json (QLoRA quantizes experts)'
+        hint = hint.removesuffix("`") + ' ARGS="--expert-layout per_expert"` (QLoRA quantizes the experts)'
     return hint
 
 
@@ -108,7 +108,7 @@ def check_model(recipe: Recipe) -> list[str]:
         if layout != "per_expert":
             problems.append(
                 f"{recipe.path}: quantization_bit is set but {value}/config.json has expert_layout {layout!r}: "
-                'bitsandbytes would leave the fused experts in bf16; set "expert_layout": "per_expert"'
+                "bitsandbytes would leave the fused experts in bf16; prepare the folder with --expert-layout per_expert"
             )
     return problems
 
