@@ -14,13 +14,11 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ring_trl.models.files import MODEL_CODE_FILES, auto_map_for, copy_model_code
+from ring_trl.models.files import MODEL_CODE_FILES, auto_map_for, copy_model_code, write_folder_atomically
 
 CHAT_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "chat_templates"
 SUPPORTED_MODEL_TYPES = ("bailing_moe", "bailing_moe_v2")
@@ -157,18 +155,9 @@ def prepare(
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise PrepareError(f"{output}: already exists and is not empty (pass --overwrite to replace it)")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        _fill_folder(staging, source, config, chat_format, expert_layout)
-        staging.chmod(0o755)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return output
+    return write_folder_atomically(
+        output, lambda folder: _fill_folder(folder, source, config, chat_format, expert_layout)
+    )
 
 
 def _fill_folder(

@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ring_trl.models.bailing_moe_v2 import BailingMoeV2Config, BailingMoeV2ForCausalLM
-from ring_trl.models.files import MODEL_CODE_FILES, auto_map_for, copy_model_code
+from ring_trl.models.files import MODEL_CODE_FILES, auto_map_for, copy_model_code, write_folder_atomically
 
 CHAT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "chat_templates" / "ring_mini_2_0.jinja"
 SEED = 1234
@@ -179,24 +177,11 @@ def _padded_vocab_size(tokens: int, multiple: int = 64) -> int:
 
 def build_tiny_model(output: Path, seed: int = SEED) -> Path:
     """Write the tiny model folder atomically (built in a temp sibling, then renamed into place)."""
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        _write_tiny_model(staging, seed)
-        _make_readable(staging)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return output
+    return write_folder_atomically(output, lambda folder: _write_tiny_model(folder, seed))
 
 
-def _make_readable(folder: Path) -> None:
-    """mkdtemp creates 0700 folders; the model folder is shared (other users, containers): 0755/0644."""
-    folder.chmod(0o755)
+def _make_files_readable(folder: Path) -> None:
+    """Weights and tokenizer files are shared like the folder itself: 0644."""
     for path in folder.iterdir():
         path.chmod(0o644)
 
@@ -217,6 +202,7 @@ def _write_tiny_model(folder: Path, seed: int) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     copy_model_code(folder)
+    _make_files_readable(folder)
     _check_folder(folder)
 
 
