@@ -22,6 +22,13 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
+# Seen in about one multi-process CPU run out of four: after training and saving, one gloo rank aborts in
+# process teardown (a C++ thread still joinable at exit) and torchrun reports the run as failed. It is not a
+# training failure, so such a run is repeated (at most twice); any other failure fails the test at once.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+TEARDOWN_RETRIES = 2
+
+
 def llamafactory(command: str, recipe: str, overrides: dict[str, object], processes: int = 1) -> str:
     """Run llamafactory-cli like the Makefile does; returns its combined output, fails the test on error."""
     env = {
@@ -35,15 +42,19 @@ def llamafactory(command: str, recipe: str, overrides: dict[str, object], proces
     if processes > 1:
         env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(processes))
     args = [f"{key}={value}" for key, value in overrides.items()]
-    result = subprocess.run(
-        [str(BIN / "llamafactory-cli"), command, f"recipes/{recipe}.yaml", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
+    for attempt in range(TEARDOWN_RETRIES + 1):
+        result = subprocess.run(
+            [str(BIN / "llamafactory-cli"), command, f"recipes/{recipe}.yaml", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        output = result.stdout + result.stderr
+        teardown_abort = processes > 1 and GLOO_TEARDOWN_ABORT in output
+        if result.returncode == 0 or not teardown_abort or attempt == TEARDOWN_RETRIES:
+            break
     assert result.returncode == 0, output[-4000:]
     return output
 
