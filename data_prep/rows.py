@@ -70,7 +70,8 @@ class Candidate:
 
 
 def _rejected(rejection: RowRejected, raw: RawRow, length: int | None = None) -> Rejected:
-    return Rejected(rejection.reason, rejection.detail, raw.file, raw.position, raw.unit, raw.data, length)
+    row = raw.data if raw.data is not None else raw.raw_text
+    return Rejected(rejection.reason, rejection.detail, raw.file, raw.position, raw.unit, row, length)
 
 
 class RowProcessor:

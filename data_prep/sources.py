@@ -26,6 +26,9 @@ class RawRow:
     unit: str  # "line" or "row"
     data: dict[str, Any] | None
     error: RowRejected | None = None
+    raw_text: str | None = (
+        None  # the undecodable line itself, so rejects.jsonl keeps what could not be parsed
+    )
 
     @property
     def location(self) -> str:
@@ -105,10 +108,12 @@ def _iter_jsonl(path: Path) -> Iterator[RawRow]:
             except UnicodeDecodeError as err:
                 bad = raw[err.start : err.start + 1].hex()
                 error = RowRejected(MALFORMED_ROW, f"invalid UTF-8 byte 0x{bad} at column {err.start + 1}")
-                yield RawRow(str(path), number, "line", None, error)
+                kept = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+                yield RawRow(str(path), number, "line", None, error, raw_text=kept)
                 continue
-            data, error = _parse_object(text.rstrip("\r\n"))
-            yield RawRow(str(path), number, "line", data, error)
+            text = text.rstrip("\r\n")
+            data, error = _parse_object(text)
+            yield RawRow(str(path), number, "line", data, error, raw_text=text if error is not None else None)
 
 
 def _iter_json(path: Path) -> Iterator[RawRow]:

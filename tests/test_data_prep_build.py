@@ -269,6 +269,7 @@ def test_cli_exit_codes_and_bad_input_messages(tmp_path: Path, capsys: pytest.Ca
         (E.MALFORMED_ROW, str(bad), 2),
         (E.MISSING_FIELD, str(bad), 3),
     ]
+    assert rejects[0]["row"] == '{"prompt": "x", '  # the unparseable line itself is kept for the user
     assert main(["build-sft", "--input", str(bad), "--rejects-ok", *common]) == E.EXIT_OK
     capsys.readouterr()
     assert main(["build-sft", "--input", str(bad), "--strict", *common]) == E.EXIT_FATAL
