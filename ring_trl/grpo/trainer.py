@@ -217,16 +217,22 @@ class IcePopGRPOTrainer(GRPOTrainer):
             entropies=entropies,
         )
         mode = "train" if self.model.training else "eval"
-        for name, value in metrics.items():
-            gathered = self.accelerator.gather(torch.tensor(value, device=self.accelerator.device))
+        names = list(metrics)
+        # One gather and one host transfer for all metrics, not one per metric (each is a device sync).
+        local = torch.tensor([metrics[name] for name in names], device=self.accelerator.device)
+        gathered = self.accelerator.gather(local).view(-1, len(names))
+        reduced = []
+        for column, name in enumerate(names):
+            values = gathered[:, column]
             if name.endswith("_min"):
-                value = nanmin(gathered).item()
+                reduced.append(nanmin(values))
             elif name.endswith("_max"):
-                value = nanmax(gathered).item()
+                reduced.append(nanmax(values))
             elif name in ("masked_tokens", "tokens"):
-                value = gathered.nansum().item()
+                reduced.append(values.nansum())
             else:
-                value = gathered.nanmean().item()
+                reduced.append(values.nanmean())
+        for name, value in zip(names, torch.stack(reduced).tolist(), strict=True):
             if not math.isnan(value):
                 self._metrics[mode][f"icepop/{name}"].append(value)
         return weights
