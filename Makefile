@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 OFFLINE := PATH=$(CURDIR)/$(VENV)/bin:$$PATH HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
            DS_BUILD_OPS=0 DISABLE_VERSION_CHECK=0
 TINY   := models/ring-tiny
-# RECIPE has a default per target: sft -> tiny_lora, export -> tiny_merge, grpo -> tiny_icepop.
+# RECIPE has a default per target: sft -> tiny-lora, export -> tiny-merge (recipes/export/), grpo -> tiny-icepop.
 RECIPE ?=
 ARGS   ?=
 MODEL  ?=
@@ -52,21 +52,22 @@ prepare-model: setup ## Use our model code for a checkpoint: make prepare-model 
 	@test -n "$(MODEL)" || { echo "usage: make prepare-model MODEL=<hub id or folder> [OUT=models/<name>]"; exit 2; }
 	$(OFFLINE) $(PY) -m ring_trl.models.prepare $(MODEL) $(if $(OUT),--output $(OUT)) $(ARGS)
 
-sft: RECIPE := $(or $(RECIPE),tiny_lora)
-sft: setup ## Run an SFT recipe with llamafactory-cli: make sft RECIPE=tiny_lora ARGS="max_steps=20"
-	@test -f recipes/$(RECIPE).yaml || { echo "no recipe recipes/$(RECIPE).yaml; try: $$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
-	@if grep -q "$(TINY)" recipes/$(RECIPE).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
-	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/$(RECIPE).yaml $(ARGS)
-	$(OFFLINE) $(VENV)/bin/llamafactory-cli train recipes/$(RECIPE).yaml $(ARGS)
+# Recipe names use dashes (ring-mini-lora); the older underscore spelling (ring_mini_lora) is accepted too.
+sft: NAME = $(subst _,-,$(or $(RECIPE),tiny-lora))
+sft: setup ## Run an SFT recipe with llamafactory-cli: make sft RECIPE=tiny-lora ARGS="max_steps=20"
+	@test -f recipes/$(NAME).yaml || { echo "no recipe recipes/$(NAME).yaml; try: $$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	@if grep -q "$(TINY)" recipes/$(NAME).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
+	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/$(NAME).yaml $(ARGS)
+	$(OFFLINE) $(VENV)/bin/llamafactory-cli train recipes/$(NAME).yaml $(ARGS)
 
-export: RECIPE := $(or $(RECIPE),tiny_merge)
-export: setup ## Merge a LoRA adapter / export a model: make export RECIPE=tiny_merge
-	@test -f recipes/$(RECIPE).yaml || { echo "no recipe recipes/$(RECIPE).yaml"; exit 2; }
-	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/$(RECIPE).yaml $(ARGS)
-	$(OFFLINE) $(VENV)/bin/llamafactory-cli export recipes/$(RECIPE).yaml $(ARGS)
+export: NAME = $(subst _,-,$(or $(RECIPE),tiny-merge))
+export: setup ## Merge a LoRA adapter / export a model: make export RECIPE=tiny-merge
+	@test -f recipes/export/$(NAME).yaml || { echo "no recipe recipes/export/$(NAME).yaml; try: $$(ls recipes/export/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/export/$(NAME).yaml $(ARGS)
+	$(OFFLINE) $(VENV)/bin/llamafactory-cli export recipes/export/$(NAME).yaml $(ARGS)
 
 check-recipes: setup ## Parse every SFT recipe with LLaMA-Factory's own argument parser
-	$(OFFLINE) $(PY) -m ring_trl.llamafactory.parse_check recipes/*.yaml
+	$(OFFLINE) $(PY) -m ring_trl.llamafactory.parse_check recipes/*.yaml recipes/export/*.yaml
 
 data: setup ## Build a Long-CoT SFT dataset: make data CONFIG=data_prep/configs/<x>.yaml
 	$(OFFLINE) $(PY) -m data_prep build-sft --config $(CONFIG) $(ARGS)
@@ -74,11 +75,11 @@ data: setup ## Build a Long-CoT SFT dataset: make data CONFIG=data_prep/configs/
 data-rlvr: setup ## Build an RLVR prompt set: make data-rlvr RLVR_CONFIG=data_prep/configs/<x>.yaml
 	$(OFFLINE) $(PY) -m data_prep build-rlvr --config $(RLVR_CONFIG) $(ARGS)
 
-grpo: RECIPE := $(or $(RECIPE),tiny_icepop)
-grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny_icepop ARGS="max_steps=4"
-	@test -f recipes/grpo/$(RECIPE).yaml || { echo "no recipe recipes/grpo/$(RECIPE).yaml; try: $$(ls recipes/grpo/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
-	@if grep -q "$(TINY)" recipes/grpo/$(RECIPE).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
-	$(OFFLINE) $(PY) -m ring_trl.grpo recipes/grpo/$(RECIPE).yaml $(ARGS)
+grpo: NAME = $(subst _,-,$(or $(RECIPE),tiny-icepop))
+grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny-icepop ARGS="max_steps=4"
+	@test -f recipes/grpo/$(NAME).yaml || { echo "no recipe recipes/grpo/$(NAME).yaml; try: $$(ls recipes/grpo/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	@if grep -q "$(TINY)" recipes/grpo/$(NAME).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
+	$(OFFLINE) $(PY) -m ring_trl.grpo recipes/grpo/$(NAME).yaml $(ARGS)
 
 bench: setup ## CPU-sized benchmarks (expert layer, data pipeline, IcePop overhead); GPU ones in bench/
 	@[ -f $(TINY)/config.json ] || $(MAKE) --no-print-directory tiny-model

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmark: the Ring-mini LoRA recipe (recipes/ring_mini_lora.yaml) through plain llamafactory-cli on a RANDOM
+# GPU benchmark: the Ring-mini LoRA recipe (recipes/ring-mini-lora.yaml) through plain llamafactory-cli on a RANDOM
 # Ring-mini-shaped model (full shape: 20 layers, 256 experts, vocab 157184; bf16), a few steps on synthetic
 # Long-CoT rows that fill cutoff_len. Reports tokens/s (steady state, warm-up steps excluded) and peak GPU memory.
 #
@@ -90,7 +90,7 @@ nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$WO
 SMI_PID=$!
 trap 'kill $SMI_PID 2>/dev/null || true' EXIT
 cd "$ROOT"
-llamafactory-cli train recipes/ring_mini_lora.yaml \
+llamafactory-cli train recipes/ring-mini-lora.yaml \
   model_name_or_path="$MODEL" dataset=bench dataset_dir="$DATA" cutoff_len="$CUTOFF" \
   max_steps="$STEPS" gradient_accumulation_steps=1 logging_steps=1 save_strategy=no plot_loss=false \
   report_to=none output_dir="$OUT" include_num_input_tokens_seen=true preprocessing_num_workers=4 \
@@ -111,7 +111,7 @@ window = seconds(last["elapsed_time"]) - seconds(first["elapsed_time"])
 results = json.loads((out / "all_results.json").read_text())
 smi = [int(x) for x in open(sys.argv[2]).read().split() if x.strip().isdigit()]
 report = {
-    "recipe": "recipes/ring_mini_lora.yaml", "cutoff_len": int(sys.argv[4]), "steps": len(steps),
+    "recipe": "recipes/ring-mini-lora.yaml", "cutoff_len": int(sys.argv[4]), "steps": len(steps),
     "tokens_per_s_steady": round((last["total_tokens"] - first["total_tokens"]) / window, 1) if window else None,
     "tokens_per_s_whole_run": round(last["total_tokens"] / results["train_runtime"], 1),
     "train_runtime_s": results["train_runtime"],

@@ -83,11 +83,11 @@ def stages() -> list[Stage]:
         ),
         Stage(
             "sft",
-            "LoRA SFT of the tiny model with llamafactory-cli (recipes/tiny_lora.yaml)",
+            "LoRA SFT of the tiny model with llamafactory-cli (recipes/tiny-lora.yaml)",
             [
                 lf,
                 "train",
-                "recipes/tiny_lora.yaml",
+                "recipes/tiny-lora.yaml",
                 f"model_name_or_path={TINY}",
                 f"dataset_dir={data}",
                 "dataset=demo_sft",
@@ -99,11 +99,11 @@ def stages() -> list[Stage]:
         ),
         Stage(
             "merge",
-            "Merge the LoRA adapter into the model (recipes/tiny_merge.yaml)",
+            "Merge the LoRA adapter into the model (recipes/export/tiny-merge.yaml)",
             [
                 lf,
                 "export",
-                "recipes/tiny_merge.yaml",
+                "recipes/export/tiny-merge.yaml",
                 f"model_name_or_path={TINY}",
                 f"adapter_name_or_path={sft_dir}",
                 f"export_dir={merged}",
@@ -112,12 +112,12 @@ def stages() -> list[Stage]:
         ),
         Stage(
             "grpo",
-            "IcePop GRPO from the SFT model on the RLVR set (recipes/grpo/tiny_icepop.yaml)",
+            "IcePop GRPO from the SFT model on the RLVR set (recipes/grpo/tiny-icepop.yaml)",
             [
                 py,
                 "-m",
                 "ring_trl.grpo",
-                "recipes/grpo/tiny_icepop.yaml",
+                "recipes/grpo/tiny-icepop.yaml",
                 f"model_name_or_path={merged}",
                 f"dataset={data / 'demo_rlvr.jsonl'}",
                 f"output_dir={grpo_dir}",

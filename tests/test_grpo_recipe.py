@@ -43,7 +43,7 @@ def test_tiny_icepop_recipe_runs_and_logs_every_metric(
     steps = 3
     code = main(
         [
-            "recipes/grpo/tiny_icepop.yaml",
+            "recipes/grpo/tiny-icepop.yaml",
             f"model_name_or_path={tiny_model_dir}",
             f"output_dir={tmp_path}",
             f"max_steps={steps}",
@@ -83,7 +83,7 @@ def test_tiny_icepop_recipe_runs_and_logs_every_metric(
 
 def test_recipe_overrides_and_errors(repo_root: Path, tmp_path: Path) -> None:
     recipe = load_recipe(
-        repo_root / "recipes/grpo/tiny_icepop.yaml",
+        repo_root / "recipes/grpo/tiny-icepop.yaml",
         ["max_steps=7", "training.icepop_beta=2.5", "max_samples=4", "report_to=[]"],
     )
     assert recipe.training["max_steps"] == 7
@@ -92,7 +92,7 @@ def test_recipe_overrides_and_errors(repo_root: Path, tmp_path: Path) -> None:
     assert next(r.function for r in recipe.rewards) == "ring_trl.grpo.rewards:math_answer"
 
     # YAML 1.1 reads `2e-3` as a string; both overrides and recipe files must give the trainer a float.
-    assert load_recipe(repo_root / "recipes/grpo/tiny_icepop.yaml", ["learning_rate=2e-3"]).training[
+    assert load_recipe(repo_root / "recipes/grpo/tiny-icepop.yaml", ["learning_rate=2e-3"]).training[
         "learning_rate"
     ] == pytest.approx(0.002)
     sci = tmp_path / "sci.yaml"
@@ -112,7 +112,7 @@ def test_recipe_overrides_and_errors(repo_root: Path, tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"rewards\[0\] has unknown keys \['wieght'\]"):
         load_recipe(bad)
     with pytest.raises(RecipeError, match="expected key=value"):
-        load_recipe(repo_root / "recipes/grpo/tiny_icepop.yaml", ["max_steps"])
+        load_recipe(repo_root / "recipes/grpo/tiny-icepop.yaml", ["max_steps"])
     assert main([str(tmp_path / "missing.yaml")]) == 2
 
 
@@ -167,7 +167,7 @@ def test_example_task_recipe_trains_with_a_reward_from_a_file(
     assert (tmp_path / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name", ["ring_mini_icepop", "ring_flash_icepop"])
+@pytest.mark.parametrize("name", ["ring-mini-icepop", "ring-flash-icepop"])
 def test_gpu_recipes_parse_and_their_rewards_load(repo_root: Path, name: str) -> None:
     from ring_trl.grpo.build import build_rewards
 

@@ -13,11 +13,13 @@ import yaml
 from ring_trl.llamafactory.preflight import check_recipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-REAL_MODEL_RECIPES = [p for p in RECIPES if not p.name.startswith("tiny_")]
+TRAIN_RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+EXPORT_RECIPES = sorted((REPO / "recipes" / "export").glob("*.yaml"))
+RECIPES = TRAIN_RECIPES + EXPORT_RECIPES
+REAL_MODEL_RECIPES = [p for p in RECIPES if not p.name.startswith("tiny-")]
 REQUIRED = {
-    "ring_mini_lora", "ring_mini_qlora", "ring_mini_full", "ring_flash_lora", "ring_flash_qlora",
-    "ring_flash_full", "ring_mini_merge", "tiny_lora", "tiny_full", "tiny_lora_ds_z2", "tiny_merge",
+    "ring-mini-lora", "ring-mini-qlora", "ring-mini-full", "ring-flash-lora", "ring-flash-qlora",
+    "ring-flash-full", "ring-mini-merge", "tiny-lora", "tiny-full", "tiny-lora-ds-z2", "tiny-merge",
 }  # fmt: skip
 
 
@@ -38,9 +40,19 @@ def test_the_recipe_set_is_complete() -> None:
     assert not REQUIRED - {p.stem for p in RECIPES}
 
 
+def test_every_yaml_directly_under_recipes_is_a_train_recipe() -> None:
+    """`llamafactory-cli train recipes/<name>.yaml` must work for every file there; exports live apart."""
+    for recipe in TRAIN_RECIPES:
+        args = yaml.safe_load(recipe.read_text())
+        assert "export_dir" not in args and args.get("do_train") is True, recipe.name
+        assert "_" not in recipe.stem, f"{recipe.name}: recipe names use dashes (make sft RECIPE=ring-mini-lora)"
+    for recipe in EXPORT_RECIPES:
+        assert "export_dir" in yaml.safe_load(recipe.read_text()), recipe.name
+
+
 def test_every_recipe_parses_with_llamafactory(tmp_path: Path) -> None:
     misspelt = tmp_path / "misspelt.yaml"
-    args = yaml.safe_load((REPO / "recipes" / "tiny_lora.yaml").read_text())
+    args = yaml.safe_load((REPO / "recipes" / "tiny-lora.yaml").read_text())
     args["lora_rnak"] = args.pop("lora_rank")
     misspelt.write_text(yaml.safe_dump(args))
     results = _run_parse_check([*RECIPES, misspelt])
@@ -71,7 +83,7 @@ def test_real_model_recipe_without_weights_says_download_first(recipe: Path, tmp
 def test_preflight_cli_fails_clearly_for_a_missing_model(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "ring_trl.llamafactory.preflight", "recipes/ring_mini_lora.yaml",
+            sys.executable, "-m", "ring_trl.llamafactory.preflight", "recipes/ring-mini-lora.yaml",
             f"model_name_or_path={tmp_path / 'Ring-mini-2.0'}",
         ],
         capture_output=True,
@@ -83,7 +95,7 @@ def test_preflight_cli_fails_clearly_for_a_missing_model(tmp_path: Path) -> None
 
 
 def test_tiny_recipes_pass_preflight_with_the_tiny_model(tiny_model_dir: Path) -> None:
-    for recipe in (p for p in RECIPES if p.stem.startswith("tiny_") and "merge" not in p.stem):
+    for recipe in (p for p in RECIPES if p.stem.startswith("tiny-") and "merge" not in p.stem):
         assert (
             check_recipe(load_recipe(recipe, [f"model_name_or_path={tiny_model_dir}"], repo_root=REPO)) == []
         )
@@ -91,7 +103,7 @@ def test_tiny_recipes_pass_preflight_with_the_tiny_model(tiny_model_dir: Path) -
 
 def test_preflight_names_a_missing_dataset_and_deepspeed_file(tmp_path: Path) -> None:
     recipe = load_recipe(
-        REPO / "recipes" / "tiny_lora.yaml",
+        REPO / "recipes" / "tiny-lora.yaml",
         ["dataset=no_such_set", f"deepspeed={tmp_path / 'missing.json'}"],
         repo_root=REPO,
     )
@@ -108,7 +120,7 @@ def test_preflight_reports_yaml_errors_with_a_line(tmp_path: Path) -> None:
 
 
 def test_preflight_refuses_qlora_on_fused_experts(tiny_model_dir: Path, tmp_path: Path) -> None:
-    qlora = REPO / "recipes" / "ring_mini_qlora.yaml"
+    qlora = REPO / "recipes" / "ring-mini-qlora.yaml"
     problems = check_recipe(load_recipe(qlora, [f"model_name_or_path={tiny_model_dir}"], repo_root=REPO))
     assert any("expert_layout 'fused'" in p for p in problems)
     per_expert = tmp_path / "ring-tiny-per-expert"

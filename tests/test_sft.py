@@ -44,7 +44,7 @@ def llamafactory(command: str, recipe: str, overrides: dict[str, object], proces
     args = [f"{key}={value}" for key, value in overrides.items()]
     for attempt in range(TEARDOWN_RETRIES + 1):
         result = subprocess.run(
-            [str(BIN / "llamafactory-cli"), command, f"recipes/{recipe}.yaml", *args],
+            [str(BIN / "llamafactory-cli"), command, f"recipes/{'export/' if command == 'export' else ''}{recipe}.yaml", *args],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -82,7 +82,7 @@ def last_logits(model, tokenizer) -> torch.Tensor:
 def lora_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sft") / "lora"
     llamafactory(
-        "train", "tiny_lora", {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 12}
+        "train", "tiny-lora", {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 12}
     )
     return out
 
@@ -116,7 +116,7 @@ def test_tiny_merge_exports_a_loadable_model_equal_to_base_plus_adapter(
     merged_dir = tmp_path / "merged"
     llamafactory(
         "export",
-        "tiny_merge",
+        "tiny-merge",
         {"model_name_or_path": tiny_model_dir, "adapter_name_or_path": lora_dir, "export_dir": merged_dir},
     )
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
@@ -145,7 +145,7 @@ def test_tiny_full_trains_and_saves_a_loadable_model(tiny_model_dir: Path, tmp_p
 
     out = tmp_path / "full"
     llamafactory(
-        "train", "tiny_full", {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 12}
+        "train", "tiny-full", {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 12}
     )
     assert_loss_falls(logged_losses(out))
     trained = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
@@ -181,7 +181,7 @@ def test_ring_v2_sft_template_works_in_plain_llamafactory_cli(tiny_model_dir: Pa
     out = tmp_path / "v2-lora"
     output = llamafactory(
         "train",
-        "tiny_lora",
+        "tiny-lora",
         {"model_name_or_path": model_dir, "template": "ring_v2_sft", "output_dir": out, "max_steps": 2},
     )
     assert "detailed thinking on<|role_end|>" in output  # LLaMA-Factory prints the first training example

@@ -14,7 +14,7 @@ from ring_trl.grpo.recipe import RecipeError, load_recipe
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ring_trl.grpo", description=__doc__)
-    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/grpo/tiny_icepop.yaml")
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/grpo/tiny-icepop.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides (training fields or recipe keys)")
     return parser.parse_args(argv)
 
