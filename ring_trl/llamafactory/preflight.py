@@ -15,11 +15,8 @@ from typing import Any
 
 import yaml
 
-# Recipe folder name -> hub id, for the download hint.
-KNOWN_HUB_IDS: dict[str, str] = {
-    "Ring-mini-2.0": "inclusionAI/Ring-mini-2.0",
-    "Ring-flash-2.0": "inclusionAI/Ring-flash-2.0",
-}
+from ring_trl.model_paths import download_hint, missing_model_message
+
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
 # Templates that only exist once our tokenizer hook has run (see ring_trl/llamafactory/hook.py).
 HOOKED_TEMPLATES = {"ring_v2_sft"}
@@ -66,36 +63,19 @@ def load_recipe(
     return Recipe(path=path, args=args, repo_root=repo_root or Path.cwd())
 
 
-def _download_hint(model_dir: Path) -> str:
-    name = model_dir.name
-    base = name.removesuffix("-per-expert")
-    hub_id = KNOWN_HUB_IDS.get(base, f"<hub id of {base}>")
-    hint = (
-        f"download the model first: `huggingface-cli download {hub_id}`, then "
-        f"`make prepare-model MODEL={hub_id} OUT={model_dir}`"
-    )
-    if name.endswith("-per-expert"):
-        hint = hint.removesuffix("`") + ' ARGS="--expert-layout per_expert"` (QLoRA quantizes the experts)'
-    return hint
-
-
 def check_model(recipe: Recipe) -> list[str]:
     value = recipe.args.get("model_name_or_path")
     if not value:
         return [f"{recipe.path}: model_name_or_path is not set"]
     model_dir = recipe.resolve(str(value))
     if not model_dir.exists():
-        if "/" in str(value) and not str(value).startswith(("models/", "./", "/")):
-            return [
-                f"{recipe.path}: model_name_or_path {value!r} is a hub id; {_download_hint(Path('models') / Path(value).name)}"
-            ]
-        return [f"{recipe.path}: model folder {value} does not exist; {_download_hint(Path(value))}"]
+        return [f"{recipe.path}: {missing_model_message(str(value), model_dir)}"]
     problems = []
     if not (model_dir / "config.json").is_file():
-        problems.append(f"{recipe.path}: {value} has no config.json; {_download_hint(Path(value))}")
+        problems.append(f"{recipe.path}: {value} has no config.json; {download_hint(Path(value))}")
     if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         problems.append(
-            f"{recipe.path}: {value} has no weight files (*.safetensors); {_download_hint(Path(value))}"
+            f"{recipe.path}: {value} has no weight files (*.safetensors); {download_hint(Path(value))}"
         )
     elif not all(p.exists() for p in model_dir.glob("*.safetensors")):
         problems.append(

@@ -1,0 +1,60 @@
+"""Find a model folder the kit can load, or say in one line how to get one.
+
+Used by every tool that takes a model (SFT/GRPO pre-flights, evaluation, chat), so a missing model reads the
+same everywhere: the path that was looked for, and the download + prepare commands that create it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ring_trl.runtime import UsageError
+
+# Folder name under models/ -> hub id, for the download hint.
+KNOWN_HUB_IDS: dict[str, str] = {
+    "Ring-mini-2.0": "inclusionAI/Ring-mini-2.0",
+    "Ring-flash-2.0": "inclusionAI/Ring-flash-2.0",
+}
+PER_EXPERT_SUFFIX = "-per-expert"
+TINY_MODEL_DIR = Path("models/ring-tiny")
+
+
+def download_hint(model_dir: Path) -> str:
+    """The commands that create `model_dir` (the tiny model has its own make target)."""
+    if model_dir.name == TINY_MODEL_DIR.name:
+        return f"build it with `make tiny-model` (or `python -m ring_trl.models.tiny --output {model_dir}`)"
+    base = model_dir.name.removesuffix(PER_EXPERT_SUFFIX)
+    hub_id = KNOWN_HUB_IDS.get(base, f"<hub id of {base}>")
+    hint = (
+        f"download the model first: `huggingface-cli download {hub_id}`, then "
+        f"`make prepare-model MODEL={hub_id} OUT={model_dir}`"
+    )
+    if model_dir.name.endswith(PER_EXPERT_SUFFIX):
+        hint = hint.removesuffix("`") + ' ARGS="--expert-layout per_expert"` (QLoRA quantizes the experts)'
+    return hint
+
+
+def looks_like_hub_id(value: str) -> bool:
+    """`owner/name` with no local meaning: not ./x, /x, ~/x or models/x."""
+    return value.count("/") == 1 and not value.startswith(("models/", "./", "../", "/", "~"))
+
+
+def missing_model_message(value: str, model_dir: Path) -> str:
+    """One line for a model path that does not exist locally."""
+    if looks_like_hub_id(value):
+        local = Path("models") / Path(value).name
+        return f"model {value!r} is a hub id and this kit never downloads; {download_hint(local)}"
+    return f"model folder {value} does not exist; {download_hint(Path(value))}"
+
+
+def require_model_folder(value: str | Path, base_dir: Path | None = None) -> Path:
+    """The folder `value` names (relative to base_dir when given), or a UsageError naming how to create it."""
+    text = str(value)
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_dir():
+        raise UsageError(missing_model_message(text, path))
+    if not (path / "config.json").is_file():
+        raise UsageError(f"{text} has no config.json; {download_hint(Path(text))}")
+    return path
