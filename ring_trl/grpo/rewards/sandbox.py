@@ -225,20 +225,23 @@ def _run(
         stdout_path.open("wb") as stdout_file,
         stderr_path.open("wb") as stderr_file,
     ):
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=stdin_file,
-            stdout=stdout_file,
-            stderr=stderr_file,
-            pass_fds=pass_fds,
-            start_new_session=True,
-            **_host_identity(),  # type: ignore[arg-type]
-        )
         try:
+            process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=stdin_file,
+                stdout=stdout_file,
+                stderr=stderr_file,
+                pass_fds=pass_fds,
+                start_new_session=True,
+                **_host_identity(),  # type: ignore[arg-type]
+            )
+        finally:
             if info_pipe is not None:
                 os.close(info_pipe[1])  # only bwrap holds the write end now: EOF once it has written
+        try:
+            if info_pipe is not None:
                 init_pidfd = _open_sandbox_init(_read_all(info_pipe[0]), process.pid)
             returncode: int | None = process.wait(timeout=limits.timeout_s)
         except subprocess.TimeoutExpired:
@@ -261,10 +264,13 @@ def _run_bubblewrap(code: str, stdin: str, limits: SandboxLimits, work: Path) ->
     code_path = work / "solution.py"
     code_path.write_text(code, encoding="utf-8")
     info_read, info_write = os.pipe()
+    write_end_is_ours = True
     try:
         with code_path.open("rb") as code_file:
+            command = _bwrap_command(limits, code_file.fileno(), info_write)
+            write_end_is_ours = False  # _run closes it right after the start (never twice: fds are reused)
             return _run(
-                _bwrap_command(limits, code_file.fileno(), info_write),
+                command,
                 work=work,
                 stdin=stdin,
                 limits=limits,
@@ -274,9 +280,9 @@ def _run_bubblewrap(code: str, stdin: str, limits: SandboxLimits, work: Path) ->
                 info_pipe=(info_read, info_write),
             )
     finally:
+        if write_end_is_ours:
+            os.close(info_write)
         os.close(info_read)
-        with contextlib.suppress(OSError):
-            os.close(info_write)  # already closed after a successful start
 
 
 def _run_limits_only(code: str, stdin: str, limits: SandboxLimits, work: Path) -> SandboxResult:
