@@ -55,6 +55,16 @@ REWARD_FILE = textwrap.dedent(
         if mode == "hang":
             _daemon(token[0])
             time.sleep(60)
+        if mode == "alarm":  # what math-verify does to bound its own time: main thread only
+            import signal
+            def _on_alarm(signum, frame):
+                raise TimeoutError
+            signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            try:
+                time.sleep(5)
+            except TimeoutError:
+                return [0.25 for _ in completions]
         return [float(len(c)) + 0.5 for c in completions]
     """
 )
@@ -221,6 +231,12 @@ def test_process_mode_kills_a_hung_call_with_everything_it_started(isolated: Gua
     finally:
         for pid in _token_processes(token):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_process_mode_runs_the_function_on_a_main_thread(isolated: GuardedReward, reward_file: Path) -> None:
+    assert _call(isolated, "alarm") == [0.25, 0.25]  # SIGALRM-based timeouts work in the worker
+    in_thread = GuardedReward(RewardSpec(f"{reward_file}:behave"), failure_value=-1.0)
+    assert _call(in_thread, "alarm") == [-1.0, -1.0]  # signal only works in main thread
 
 
 def test_process_mode_kills_children_left_behind_by_a_call(isolated: GuardedReward) -> None:

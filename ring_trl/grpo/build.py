@@ -49,7 +49,7 @@ def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]
                 memory_mb=entry.memory_mb,
             )
             reward.start()  # loads it (in its worker, for isolation: process) and runs its option checks
-        except (ValueError, RuntimeError) as error:  # RewardLoadError, bad options, SandboxUnavailable, worker
+        except (ValueError, RuntimeError) as error:  # load error, bad option, no sandbox, worker start
             raise RecipeError(f"{recipe.source}: rewards[{i}] ({entry.function}): {error}") from error
         rewards.append(reward)
         weights.append(float(entry.weight))
