@@ -5,9 +5,9 @@ network at all (only the sandbox's own loopback), no view of the trainer's proce
 nested user namespaces. The file system is read-only (`/usr` and its symlinks only: no repo, no home, no /etc
 secrets) except a fresh size-capped tmpfs at /tmp that disappears with the run. The environment is empty but
 for PATH/HOME/LANG. `prlimit` bounds CPU seconds, address space, processes/threads, file size (also the size
-of stdout/stderr) and open files. A wall-clock deadline kills the sandbox's PID-namespace init, which takes
-every process the code started with it; when the code's main process exits, bubblewrap's init exits and the
-kernel does the same. Run as root, the sandbox runs as an unprivileged user (nobody) on the host, so the
+of stdout/stderr) and open files. The code is the PID namespace's init (`--as-pid-1`): when it exits, or when
+the wall-clock deadline has the trainer SIGKILL it through a pidfd, the kernel kills every process it started,
+daemons included. Run as root, the sandbox runs as an unprivileged user (nobody) on the host, so the
 process limit holds and host files owned by root are out of reach even through a mistake in the mounts.
 
 When bubblewrap cannot work here, `require_sandbox` says what is missing and how to get it. The weaker
@@ -27,9 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-SandboxMode = Literal["bubblewrap", "limits-only"]
 SANDBOX_MODES: tuple[str, ...] = ("bubblewrap", "limits-only")
 
 BWRAP_SEARCH_PATH = "/usr/bin:/bin:/usr/local/bin"  # where bubblewrap is looked for (not the trainer's PATH)
@@ -47,7 +45,7 @@ class SandboxUnavailable(RuntimeError):
 class SandboxLimits:
     """Per-run limits. `memory_mb` bounds each process's address space, `output_bytes` the size of stdout,
     stderr and any file the code writes, `tmp_mb` the whole writable /tmp, `max_processes` processes plus
-    threads (the sandbox's own init and the interpreter count too)."""
+    threads (the interpreter's own thread counts too)."""
 
     timeout_s: float = 5.0
     memory_mb: int = 512
