@@ -176,6 +176,8 @@ def test_guard_settings_are_type_checked() -> None:
         GuardedReward(_returns([1.0]), isolation="procss")
     with pytest.raises(ValueError, match="memory_mb applies to isolation: process only"):
         GuardedReward(_returns([1.0]), memory_mb=1024)
+    with pytest.raises(ValueError, match="isolation: process needs a function importable by name"):
+        GuardedReward(_returns([1.0]), isolation="process")  # a closure cannot be found again in a worker
 
 
 def test_recipe_reward_settings_fail_at_build_time_with_one_line(tmp_path: Path) -> None:

@@ -98,6 +98,17 @@ class _ProcessRunner:
         return self.worker.call(timeout_s=timeout_s, **kwargs)
 
 
+def _require_importable(fn: RewardFn, name: str) -> None:
+    """A worker process finds a plain function again by module and name only."""
+    target = getattr(fn, "func", fn)  # functools.partial
+    module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", "")
+    if module in (None, "__main__") or "<locals>" in qualname:
+        raise ValueError(
+            f"reward {name}: isolation: process needs a function importable by name (package.module:function) "
+            "or a RewardSpec, not one defined in __main__ or inside another function"
+        )
+
+
 def _return(fn: RewardFn) -> RewardFn:
     """A picklable factory for a function importable by name (`functools.partial(_return, fn)`)."""
     return fn
@@ -182,6 +193,8 @@ class GuardedReward:
         self.isolation = isolation
         self._runner: _ThreadRunner | _ProcessRunner
         if isolation == "process":
+            if not isinstance(fn, RewardSpec):
+                _require_importable(fn, name)
             factory = fn.load if isinstance(fn, RewardSpec) else functools.partial(_return, fn)
             self._runner = _ProcessRunner(factory, name, memory_mb or DEFAULT_PROCESS_MEMORY_MB)
         else:
