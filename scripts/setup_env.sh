@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/setup_sandbox.sh  # system package for the code sandbox (before the stamp: it is not in .venv)
+
 VENV=.venv
 STAMP="$VENV/.setup-stamp"
 key=$(cat requirements.txt requirements.lock pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)

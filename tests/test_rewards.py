@@ -1,9 +1,11 @@
-"""Built-in rewards, reward containment (raise / hang / NaN), the code sandbox, and reward loading."""
+"""Built-in rewards, reward containment basics (raise / hang / NaN) and reward loading.
+
+The sandbox's escape tests are in tests/test_sandbox.py, the guard's isolation tests in tests/test_reward_guard.py.
+"""
 
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
 from pathlib import Path
@@ -20,7 +22,6 @@ from ring_trl.grpo.rewards import (
     overlong_penalty,
     think_format,
 )
-from ring_trl.grpo.rewards.sandbox import SandboxLimits, run_python
 
 
 def _chat(text: str) -> list[dict[str, str]]:
@@ -133,67 +134,7 @@ def test_guard_replaces_nan_keeps_none_and_checks_length() -> None:
     assert GuardedReward(_hangs).__name__ == "_hangs"
 
 
-# ----------------------------------------------------------------------------------------------- sandbox
-def test_sandbox_kills_an_infinite_loop() -> None:
-    start = time.monotonic()
-    result = run_python("while True:\n    pass\n", limits=SandboxLimits(timeout_s=1.0))
-    assert result.timed_out and not result.ok
-    assert time.monotonic() - start < 5
-
-
-def test_sandbox_kills_child_processes_too() -> None:
-    code = (
-        "import subprocess, sys\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        "print(child.pid, flush=True)\n"
-        "while True: pass\n"
-    )
-    result = run_python(code, limits=SandboxLimits(timeout_s=1.5))
-    assert result.timed_out
-    grandchild = int(result.stdout.split()[0])
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and Path(f"/proc/{grandchild}").exists():
-        if Path(f"/proc/{grandchild}/stat").read_text().split()[2] == "Z":
-            break  # killed, waiting to be reaped by init
-        time.sleep(0.05)
-    else:
-        assert not Path(f"/proc/{grandchild}").exists(), "the sandbox left a child process running"
-
-
-def test_sandbox_blocks_network() -> None:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    try:
-        # the same connection succeeds from outside the sandbox...
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        code = (
-            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')\n"
-        )
-        result = run_python(code)
-        assert "connected" not in result.stdout
-        assert result.returncode != 0
-        low_level = run_python(
-            f"import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))\nprint('connected')\n"
-        )
-        assert "connected" not in low_level.stdout
-    finally:
-        server.close()
-
-
-def test_sandbox_limits_memory_and_uses_a_throwaway_cwd() -> None:
-    result = run_python(
-        "x = bytearray(3 * 1024**3)\nprint('allocated')\n", limits=SandboxLimits(memory_mb=256)
-    )
-    assert "MemoryError" in result.stderr and "allocated" not in result.stdout
-    first = run_python("import os\nopen('left_behind.txt', 'w').write('x')\nprint(os.getcwd())\n")
-    second = run_python("import os\nprint(os.getcwd(), os.listdir('.'))\n")
-    assert first.ok and second.ok
-    assert not Path(first.stdout.strip()).exists()
-    assert "left_behind.txt" not in second.stdout
-
-
+# -------------------------------------------------------------------- code tests (sandbox: tests/test_sandbox.py)
 def test_code_tests_reward_runs_test_cases() -> None:
     good = "Reverse it.\n</think>\n\n```python\nprint(input()[::-1])\n```"
     half = "Echo.\n</think>\n\n```python\nprint(input())\n```"

@@ -14,7 +14,7 @@ from ring_trl.compat import ensure_warnings_issued
 from ring_trl.grpo.config import IcePopGRPOConfig
 from ring_trl.grpo.data import load_prompt_dataset
 from ring_trl.grpo.recipe import GRPORecipe, RecipeError
-from ring_trl.grpo.rewards import GuardedReward, bind_reward_options, load_reward_function
+from ring_trl.grpo.rewards import GuardedReward, RewardSpec
 from ring_trl.grpo.trainer import IcePopGRPOTrainer
 
 
@@ -31,22 +31,27 @@ _TRAINING_DEFAULTS: dict[str, Any] = {"logging_steps": 1, "report_to": ["tensorb
 def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]:
     base_dir = recipe.source.parent if recipe.source else None
     rewards, weights, names = [], [], set()
-    for entry in recipe.rewards:
-        function = load_reward_function(entry.function, base_dir=base_dir)
+    for i, entry in enumerate(recipe.rewards):
         name = entry.function.rpartition(":")[2]
         while name in names:
             name += "_"
         names.add(name)
-        rewards.append(
-            GuardedReward(
-                bind_reward_options(function, entry.kwargs),
+        spec = RewardSpec(entry.function, str(base_dir) if base_dir else None, entry.kwargs or {})
+        try:
+            reward = GuardedReward(
+                spec,
                 name=name,
                 timeout_s=entry.timeout_s if entry.timeout_s is not None else recipe.reward_timeout_s,
                 failure_value=entry.failure_value
                 if entry.failure_value is not None
                 else recipe.reward_failure_value,
+                isolation=entry.isolation,
+                memory_mb=entry.memory_mb,
             )
-        )
+            reward.start()  # loads it (in its worker, for isolation: process) and runs its option checks
+        except (ValueError, RuntimeError) as error:  # load error, bad option, no sandbox, worker start
+            raise RecipeError(f"{recipe.source}: rewards[{i}] ({entry.function}): {error}") from error
+        rewards.append(reward)
         weights.append(float(entry.weight))
     return rewards, weights
 

@@ -34,6 +34,8 @@ class RewardEntry:
     kwargs: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     failure_value: float | None = None
+    isolation: str = "thread"  # thread | process (a worker process with a memory cap; see docs/grpo.md)
+    memory_mb: int | None = None  # isolation: process only; default 4096
 
 
 @dataclass

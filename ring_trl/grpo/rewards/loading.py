@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,26 @@ def load_reward_function(reference: str, base_dir: Path | None = None) -> Callab
 def bind_reward_options(function: Callable[..., Any], options: dict[str, Any] | None) -> Callable[..., Any]:
     """Fix the recipe's `kwargs` for a reward function (e.g. the overlong penalty's lengths)."""
     return functools.partial(function, **options) if options else function
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """A reward as a recipe names it: picklable, so an isolated worker process can load it for itself (a
+    function loaded from a file cannot be pickled by reference)."""
+
+    reference: str
+    base_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.reference.rpartition(":")[2]
+
+    def load(self) -> Callable[..., Any]:
+        """The function with its options bound, after the function's own option check (`check_options`, if
+        it has one: built-in rewards use it to refuse bad kwargs or a missing sandbox before training)."""
+        function = load_reward_function(self.reference, Path(self.base_dir) if self.base_dir else None)
+        check = getattr(function, "check_options", None)
+        if callable(check):
+            check(**self.options)
+        return bind_reward_options(function, self.options)
