@@ -290,18 +290,20 @@ class DatasetWriter:
             plan.legacy_marker.unlink(missing_ok=True)
 
     def _roll_back(self, plan: _Plan) -> None:
-        """Put the previous dataset back as it was (best effort; the manifest guards what cannot be)."""
+        """Put the previous dataset back as it was. Each step on its own: one that fails does not stop the
+        others, and a file left new is caught by the previous manifest's hashes."""
         out = self.out_dir
         moved = {f for f in plan.files if not (self.tmp / f).exists()}
         if not plan.info_tmp.exists():
             moved.add(DATASET_INFO)
-        with contextlib.suppress(OSError):
-            for filename in [*plan.files, *plan.stale_files, DATASET_INFO]:
-                backup = plan.backups.get(filename)
+        for filename in [*plan.files, *plan.stale_files, DATASET_INFO]:
+            backup = plan.backups.get(filename)
+            with contextlib.suppress(OSError):
                 if backup is not None:
                     os.replace(backup, out / filename)
                 elif filename in moved:  # a new file where there was none before
-                    (out / filename).unlink(missing_ok=True)
+                    (out / filename).unlink()
+        with contextlib.suppress(OSError):
             if plan.previous_manifest is not None:
                 write_json_atomic(self.manifest, plan.previous_manifest)
             else:
