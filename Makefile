@@ -74,11 +74,19 @@ check-recipes: setup ## Parse every SFT recipe with LLaMA-Factory's own argument
 	$(OFFLINE) $(PY) -m ring_trl.llamafactory.parse_check recipes/*.yaml recipes/export/*.yaml
 
 # Exit 0 when the dataset was published, even with rejected rows (the summary says where they are).
+# Without a tokenizer in the config or ARGS, data_prep counts tokens with models/ring-tiny: built when missing.
+data: DATA_CONFIG = $(or $(CONFIG),data_prep/configs/demo_sft.yaml)
+data-rlvr: DATA_CONFIG = $(or $(CONFIG),$(RLVR_CONFIG),data_prep/configs/demo_rlvr.yaml)
+DATA_TINY = if ! grep -qs '^tokenizer:' $(DATA_CONFIG) && [[ "$(ARGS)" != *--tokenizer* ]] && [ ! -f $(TINY)/tokenizer.json ]; \
+            then $(MAKE) --no-print-directory tiny-model; fi
+
 data: setup ## Build a Long-CoT SFT dataset: make data CONFIG=data_prep/configs/<x>.yaml [STRICT=1]
-	$(OFFLINE) $(PY) -m data_prep build-sft --config $(or $(CONFIG),data_prep/configs/demo_sft.yaml) $(DATA_STRICT) $(ARGS)
+	@$(DATA_TINY)
+	$(OFFLINE) $(PY) -m data_prep build-sft --config $(DATA_CONFIG) $(DATA_STRICT) $(ARGS)
 
 data-rlvr: setup ## Build an RLVR prompt set: make data-rlvr CONFIG=data_prep/configs/<x>.yaml [STRICT=1]
-	$(OFFLINE) $(PY) -m data_prep build-rlvr --config $(or $(CONFIG),$(RLVR_CONFIG),data_prep/configs/demo_rlvr.yaml) $(DATA_STRICT) $(ARGS)
+	@$(DATA_TINY)
+	$(OFFLINE) $(PY) -m data_prep build-rlvr --config $(DATA_CONFIG) $(DATA_STRICT) $(ARGS)
 
 grpo: NAME = $(subst _,-,$(or $(RECIPE),tiny-icepop))
 grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny-icepop ARGS="max_steps=4"

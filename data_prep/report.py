@@ -184,7 +184,7 @@ def plot_lengths(
     width = layout.edges[1] - layout.edges[0]
     ax.bar(layout.edges[:-1], layout.counts, width=width, align="edge", color="#4477aa", label="rows")
     if layout.overflow:
-        longest = f", longest {layout.longest}" if layout.longest is not None else ""
+        longest = f", longest measured {layout.longest}" if layout.longest is not None else ""
         ax.bar(
             [layout.upper + width],
             [layout.overflow],

@@ -258,7 +258,10 @@ def test_cli_exit_codes_and_bad_input_messages(tmp_path: Path, capsys: pytest.Ca
     bad.write_bytes(
         b'{"prompt": "ok?", "reasoning": "r", "answer": "a"}\n{"prompt": "x", \n{"reasoning": "r"}\n'
     )
+    capsys.readouterr()
     assert main(["build-sft", "--input", str(bad), *common]) == E.EXIT_OK  # published; rejects listed
+    summary = capsys.readouterr().out
+    assert "rejected malformed_row: 1" in summary and str(tmp_path / "out" / "t.rejects.jsonl") in summary
     rejects = _rejects(tmp_path)
     assert [(r["reason"], r["file"], r["line"]) for r in rejects] == [
         (E.MALFORMED_ROW, str(bad), 2),
