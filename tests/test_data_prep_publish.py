@@ -3,6 +3,7 @@ consumer refuses a publish that was cut short. Workers and temp folders do not o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -208,7 +209,7 @@ def test_kill_9_leaves_no_workers_and_the_next_run_cleans_up(tmp_path: Path) -> 
     args = ["build-sft", "--input", str(fifo), "--format", "simple", "--output-dir", str(out), "--name", "t"]
     args += ["--cutoff-len", "0", "--workers", "2", "--batch-size", "2", "--no-progress", "--no-verify"]
     build = subprocess.Popen([sys.executable, "-m", "data_prep", *args], cwd=REPO)
-    writer = None
+    writer, workers = None, []
     try:
         deadline = time.monotonic() + 120
         while writer is None:  # the build opens the FIFO once it has started
@@ -221,12 +222,10 @@ def test_kill_9_leaves_no_workers_and_the_next_run_cleans_up(tmp_path: Path) -> 
                 time.sleep(0.2)
         line = json.dumps({"prompt": "Streaming question?", "reasoning": "r", "answer": "a"}) + "\n"
         os.write(writer, (line * 6).encode())  # three batches: the pool starts; then the input stays open
-        workers: list[int] = []
         while len(workers) < 2:
             assert time.monotonic() < deadline, "the worker pool never started"
             time.sleep(0.2)
             workers = [pid for pid in _children(build.pid) if _alive(pid)]
-        assert [p for p in out.iterdir() if ".data_prep-tmp-" in p.name]
         build.send_signal(signal.SIGKILL)
         build.wait()
         deadline = time.monotonic() + 15
@@ -236,8 +235,11 @@ def test_kill_9_leaves_no_workers_and_the_next_run_cleans_up(tmp_path: Path) -> 
     finally:
         if build.poll() is None:
             build.kill()
+        for pid in workers:  # never leave orphans behind, even when the assertion above failed
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         if writer is not None:
             os.close(writer)
-    assert [p for p in out.iterdir() if ".data_prep-tmp-" in p.name]  # left behind by the kill
+    assert [p for p in out.iterdir() if p.is_dir()]  # the killed run's temp folder (spools) is left behind
     _build(out, _write_rows(tmp_path / "s.jsonl", 3))
-    assert not [p for p in out.iterdir() if ".data_prep-tmp-" in p.name]
+    assert not [p for p in out.iterdir() if p.is_dir()]  # ... and the next run removed it
