@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataPrepError as err:
         print(f"error: {err}", file=sys.stderr)
         return E.EXIT_FATAL
+    except KeyboardInterrupt:  # publishing defers Ctrl-C, so the folder holds the old dataset or the new one
+        print("interrupted; the output folder holds its last complete publish, if any", file=sys.stderr)
+        return 130
     print_summary(result.report, result.out_dir / config.dataset_name)
     return result.exit_code
 
