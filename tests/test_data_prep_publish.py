@@ -121,6 +121,26 @@ def test_an_error_while_publishing_restores_the_previous_dataset(
     assert not [p for p in out.iterdir() if ".data_prep-tmp-" in p.name]
 
 
+def test_ctrl_c_during_publishing_waits_until_the_publish_is_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    _build(out, _write_rows(tmp_path / "old.jsonl", 8), val_size=2)
+    real_replace = os.replace
+
+    def interrupted_replace(src, dst):  # type: ignore[no-untyped-def]
+        if Path(dst).name == "t.jsonl":
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the first and the second file
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        _build(out, _write_rows(tmp_path / "new.jsonl", 3))
+    monkeypatch.undo()
+    assert is_complete(out, "t")  # the new dataset, whole: the interrupt came after the last step
+    assert len((out / "t.jsonl").read_text().splitlines()) == 3 and not (out / "t_val.jsonl").exists()
+
+
 _KILL_MID_PUBLISH = """
 import os, signal, sys
 from pathlib import Path
