@@ -11,9 +11,10 @@ from data_prep import errors as E
 from data_prep.config import SourceConfig, load_config
 from data_prep.errors import DataPrepError, UsageError
 
-EPILOG = """exit status: 0 all rows kept; 3 finished but some rows were rejected (see <name>.rejects.jsonl,
-or pass --rejects-ok to exit 0); 2 bad usage (flag, config, format name, missing tokenizer);
-1 fatal error (unreadable input, --strict stop, crash)."""
+EPILOG = """exit status: 0 published (rejected rows, if any, are listed in <name>.rejects.jsonl and counted in
+the summary); 1 nothing published (missing input, no rows left, --strict stop, unusable output folder);
+2 bad usage (flag, config, format name, missing tokenizer); 3 published, but rows were rejected or a file
+was not read to its end and --fail-on-rejects was given."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,15 +63,20 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", dest="batch_size", type=int)
         sub.add_argument("--limit", type=int, help="read at most N rows per input (dry run)")
         sub.add_argument(
-            "--strict", action="store_true", default=None, help="stop at the first bad input row"
-        )
-        sub.add_argument(
-            "--rejects-ok",
-            dest="rejects_ok",
+            "--strict",
             action="store_true",
             default=None,
-            help="exit 0 even when rows were rejected",
+            help="stop at the first malformed row or unreadable file (nothing is published)",
         )
+        sub.add_argument(
+            "--fail-on-rejects",
+            dest="fail_on_rejects",
+            action="store_true",
+            default=None,
+            help="exit 3 (after publishing) when any row was rejected",
+        )
+        # The older flag: exit 0 despite rejected rows is now the default.
+        sub.add_argument("--rejects-ok", dest="rejects_ok", action="store_true", help=argparse.SUPPRESS)
         sub.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     return parser
 
@@ -82,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0) and E.EXIT_USAGE
     overrides: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k not in ("command", "config", "format")
+        k: v for k, v in vars(args).items() if k not in ("command", "config", "format", "rejects_ok")
     }
+    if args.rejects_ok:
+        overrides["fail_on_rejects"] = False
     if args.inputs:
         overrides["inputs"] = [SourceConfig(path=p, format=args.format or "auto") for p in args.inputs]
     kind = "sft" if args.command == "build-sft" else "rlvr"
@@ -102,13 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     except DataPrepError as err:
         print(f"error: {err}", file=sys.stderr)
         return E.EXIT_FATAL
-    report = result.report
-    out = result.out_dir / config.dataset_name
+    except KeyboardInterrupt:  # publishing defers Ctrl-C, so the folder holds the old dataset or the new one
+        print("interrupted; the output folder holds its last complete publish, if any", file=sys.stderr)
+        return 130
+    print_summary(result.report, result.out_dir / config.dataset_name)
+    return result.exit_code
+
+
+def print_summary(report: dict[str, Any], out: Any) -> None:
+    """What was published and, when rows were dropped, where to look."""
+    outputs = report["outputs"]
     print(
-        f"{config.dataset_name}: {report['outputs']['train_rows']} train / {report['outputs']['val_rows']} val rows, "
+        f"{report['dataset']}: {outputs['train_rows']} train / {outputs['val_rows']} val rows, "
         f"{report['rows_rejected']} rejected of {report['rows_read']} read -> {out}.jsonl "
         f"(report {out}.report.md)"
     )
     for reason, count in report["per_filter"].items():
         print(f"  rejected {reason}: {count}")
-    return result.exit_code
+    for error in report["file_errors"]:
+        print(f"  file error (rows before it kept): {error['file']}: {error['detail']}")
+    if report["rows_rejected"] or report["file_errors"]:
+        print(f"  rejected rows, each with its reason, file and line: {out}.rejects.jsonl")

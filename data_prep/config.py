@@ -60,8 +60,8 @@ class BuildConfig:
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     batch_size: int = 256
     limit: int | None = None  # read at most this many rows per input (dry runs)
-    strict: bool = False
-    rejects_ok: bool = False  # exit 0 (not 3) when rows were rejected
+    strict: bool = False  # stop (exit 1, nothing published) at the first malformed row or unreadable file
+    fail_on_rejects: bool = False  # exit 3 after publishing when any row was rejected or a file had an error
     progress: bool = True
 
     def validate(self) -> None:
@@ -117,6 +117,8 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> BuildConfig:
         if loaded is not None and not isinstance(loaded, dict):
             raise UsageError(f"{path}: the config must be a mapping of settings")
         data = loaded or {}
+    if "rejects_ok" in data:  # the older spelling: rejected rows used to fail the run unless it was true
+        data.setdefault("fail_on_rejects", not data.pop("rejects_ok"))
     known = {f.name for f in dataclasses.fields(BuildConfig)}
     unknown = set(data) - known
     if unknown:

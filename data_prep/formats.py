@@ -26,6 +26,7 @@ from data_prep.reasoning import (
     split_think,
     split_thought_solution,
 )
+from data_prep.textkeys import is_blank
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def _optional_str(row: dict[str, Any], *keys: str) -> str | None:
     for key in keys:
         value = row.get(key)
-        if value is not None and not isinstance(value, (dict, list)) and str(value).strip():
+        if value is not None and not isinstance(value, (dict, list)) and not is_blank(str(value)):
             return str(value).strip()
     return None
 
@@ -188,7 +189,7 @@ def read_s1k(row: dict[str, Any]) -> Example:
         if not all(isinstance(t, str) for t in trajectories):
             raise RowRejected(MALFORMED_ROW, "field 'thinking_trajectories' should hold strings")
         trajectories = "\n".join(trajectories)
-    if not trajectories.strip():
+    if is_blank(trajectories):
         raise RowRejected(MISSING_REASONING, "thinking_trajectories is empty")
     attempt = _field(row, "attempt")
     reference = _reference_from_solution(_optional_str(row, "solution"))
@@ -203,7 +204,7 @@ def read_limo(row: dict[str, Any]) -> Example:
     question = _field(row, "question")
     solution = _field(row, "solution")
     answer = _optional_str(row, "answer")
-    if not solution.strip():
+    if is_blank(solution):
         raise RowRejected(MISSING_REASONING, "solution is empty")
     final = f"The final answer is $\\boxed{{{answer}}}$." if answer else ""
     return Example([_user(question)], solution.strip(), final, answer, _raw_id(row))

@@ -7,10 +7,13 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import random
+import signal
+import threading
 import time
 from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,10 +36,34 @@ from data_prep.tokens import resolve_tokenizer_path
 log = logging.getLogger("data_prep")
 
 _worker: RowProcessor | None = None
+_PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(settings: RowSettings) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive the build (kill -9 of the build included): on Linux the kernel sends it
+    SIGKILL when the parent dies; elsewhere a watchdog thread notices the parent is gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError):
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="data_prep-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the line above ran
+        os._exit(1)
+
+
+def _init_worker(settings: RowSettings, parent_pid: int) -> None:
     global _worker
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it shuts the pool down
     _worker = RowProcessor(settings)
 
 
@@ -171,6 +198,8 @@ class Build:
 
         mixed = time.perf_counter()
         train, val = self._select(spools)
+        if not train:
+            raise DataPrepError(self._nothing_to_publish(val))
         files = [f"{name}.jsonl", rejects_name]
         self._write_rows(spools, train, writer.path(files[0]))
         if val:
@@ -183,17 +212,51 @@ class Build:
         report = build_report(self.stats, self.kind, name, config.cutoff_len, outputs)
         (writer.path(f"{name}.report.json")).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (writer.path(f"{name}.report.md")).write_text(render_markdown(report), encoding="utf-8")
-        plot_lengths(self.stats.measured_lengths, config.cutoff_len, writer.path(f"{name}.lengths.png"), name)
+        plot_lengths(
+            self.stats.measured_lengths,
+            config.cutoff_len,
+            writer.path(f"{name}.lengths.png"),
+            name,
+            unmeasured_over=self.stats.unmeasured_too_long,
+        )
         files += [f"{name}.report.json", f"{name}.report.md", f"{name}.lengths.png"]
         entries = {name: self._info_entry(f"{name}.jsonl")}
         if val:
             entries[f"{name}_val"] = self._info_entry(f"{name}_val.jsonl")
         writer.publish(
-            files, entries, {"kind": self.kind, **outputs, "rows_rejected": report["rows_rejected"]}
+            files,
+            entries,
+            {
+                "kind": self.kind,
+                **outputs,
+                "rows_rejected": report["rows_rejected"],
+                "file_errors": len(report["file_errors"]),
+            },
         )
-        rejected = report["rows_rejected"]
-        code = E.EXIT_REJECTED if rejected and not config.rejects_ok else E.EXIT_OK
+        problems = report["rows_rejected"] + len(report["file_errors"])
+        code = E.EXIT_REJECTED if problems and config.fail_on_rejects else E.EXIT_OK
         return BuildResult(report, code, Path(config.output_dir))
+
+    def _nothing_to_publish(self, val: list[tuple[int, int]]) -> str:
+        """The one-line reason an empty dataset is not published (the previous one stays as it was)."""
+        config, stats = self.config, self.stats
+        kept = f"nothing was published; {Path(config.output_dir) / config.dataset_name}.* is unchanged"
+        read = sum(s.read for s in stats.sources.values())
+        files = "; ".join(f"{e['file']}: {e['detail']}" for e in stats.file_errors)
+        if val:
+            return (
+                f"no training rows: all {len(val)} kept rows went to the validation split "
+                f"(val_size {config.val_size}); {kept}"
+            )
+        if read == 0:
+            inputs = ", ".join(s.path for s in config.inputs)
+            return f"no rows read from {inputs}" + (f" ({files})" if files else "") + f"; {kept}"
+        per_reason = Counter[str]()
+        for source in stats.sources.values():
+            per_reason.update(source.rejected)
+        reasons = ", ".join(f"{reason} {count}" for reason, count in per_reason.most_common())
+        first = f"; first: {stats.first_reject}" if stats.first_reject else ""
+        return f"all {read} rows were rejected ({reasons}){first}; {kept}"
 
     # -- stage 1: stream, filter, dedup ---------------------------------------------------------------
 
@@ -210,7 +273,7 @@ class Build:
         progress = _progress(config, name)
         try:
             for batch in _batches(rows, config.batch_size):
-                stats.read += len(batch)
+                stats.read += sum(not raw.is_file_error for raw in batch)
                 pending.append(submit(name, fmt, batch))
                 while len(pending) > 2 * max(1, config.workers):
                     self._collect(pending.popleft().result(), name, deduper, spool, rejects, progress)
@@ -248,7 +311,16 @@ class Build:
                 )
             elif result.length is not None:
                 self.stats.measured_lengths.append(result.length)
-            stats.rejected[result.reason] += 1
+            elif result.reason == E.TOO_LONG:  # dropped by the size pre-check, never tokenized
+                self.stats.unmeasured_too_long += 1
+            if result.reason == E.FILE_ERROR:
+                self.stats.file_errors.append({"file": result.file, "detail": result.detail})
+            else:
+                stats.rejected[result.reason] += 1
+                if self.stats.first_reject is None:
+                    self.stats.first_reject = (
+                        f"{result.file}:{result.unit} {result.position}: {result.reason}: {result.detail}"
+                    )
             entry = {
                 "reason": result.reason,
                 "detail": result.detail,
@@ -401,7 +473,7 @@ class _executor:
             max_workers=self.config.workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, os.getpid()),
         )
         return lambda source, fmt, rows: self.pool.submit(_work, source, fmt, rows)
 

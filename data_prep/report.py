@@ -27,6 +27,9 @@ class RunStats:
     sources: dict[str, SourceStats] = field(default_factory=lambda: defaultdict(SourceStats))
     measured_lengths: list[int] = field(default_factory=list)  # every row that reached the length filter
     kept_lengths: list[int] = field(default_factory=list)  # rows in the final outputs
+    unmeasured_too_long: int = 0  # rows the size pre-check proved too long without tokenizing them
+    file_errors: list[dict[str, str]] = field(default_factory=list)  # files that could not be read to the end
+    first_reject: str | None = None  # "file:line N: reason: detail" of the first rejected row
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def rejected_total(self) -> int:
@@ -56,7 +59,9 @@ def build_report(
     for source in stats.sources.values():
         per_filter.update(source.rejected)
     measured = stats.measured_lengths
-    over = sum(1 for n in measured if n > cutoff_len)
+    unmeasured = stats.unmeasured_too_long
+    over = sum(1 for n in measured if n > cutoff_len) + unmeasured
+    reached = len(measured) + unmeasured
     return {
         "dataset": name,
         "kind": kind,
@@ -65,6 +70,7 @@ def build_report(
         "rows_read": sum(s.read for s in stats.sources.values()),
         "rows_rejected": stats.rejected_total(),
         "per_filter": dict(sorted(per_filter.items())),
+        "file_errors": list(stats.file_errors),
         # short aliases read by scripts/demo.py's summary
         "kept": outputs.get("train_rows", 0) + outputs.get("val_rows", 0),
         "dropped": stats.rejected_total(),
@@ -83,8 +89,10 @@ def build_report(
         "token_lengths": {
             "measured": percentiles(measured),
             "kept": percentiles(stats.kept_lengths),
-            "share_over_cutoff": round(over / len(measured), 4) if measured else 0.0,
-            "note": "measured = every row that reached the length filter; share_over_cutoff = rows "
+            "too_long_without_tokenizing": unmeasured,
+            "share_over_cutoff": round(over / reached, 4) if reached else 0.0,
+            "note": "measured = every row that reached the length filter and was tokenized; rows whose size "
+            "alone proved them too long are counted in too_long_without_tokenizing; share_over_cutoff = rows "
             "LLaMA-Factory would have truncated at cutoff_len (dropped here instead)",
         },
         "stage_seconds": {k: round(v, 2) for k, v in stats.stage_seconds.items()},
@@ -110,6 +118,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", "## Per filter", "", "| reason | rows |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in report["per_filter"].items()] or ["| (none) | 0 |"]
+    if report["file_errors"]:
+        lines += ["", "## Files not read to the end (rows before the error were kept)", ""]
+        lines += [f"- `{e['file']}`: {e['detail']}" for e in report["file_errors"]]
     tl = report["token_lengths"]
     lines += [
         "",
@@ -128,17 +139,72 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_lengths(measured: list[int], cutoff_len: int, path: Path, title: str) -> None:
+@dataclass
+class HistogramLayout:
+    """Bins for the length plot: the bulk of the rows at full resolution, outliers in one overflow bar."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    upper: float  # right edge of the binned range
+    overflow: int  # rows longer than `upper` (including those never tokenized)
+    longest: int | None  # the longest measured row
+    cutoff_in_range: bool
+
+
+def histogram_layout(
+    lengths: list[int], cutoff_len: int, unmeasured_over: int = 0, bins: int = 60
+) -> HistogramLayout:
+    """Clip the x axis just past the 99th percentile, widened to show the cutoff when it is within 4x of that:
+    one 13k-token outlier among rows of a few hundred tokens would otherwise squeeze them into one bin."""
+    values = np.asarray(lengths, dtype=float)
+    longest = float(values.max()) if values.size else 0.0
+    bulk = float(np.percentile(values, 99)) * 1.1 if values.size else 0.0
+    upper = min(bulk, longest)
+    cutoff_in_range = 0 < cutoff_len <= 4 * max(bulk, 1.0)
+    if cutoff_in_range:
+        upper = max(upper, cutoff_len * 1.05)
+    upper = max(upper, 1.0)
+    counts, edges = np.histogram(values[values <= upper], bins=bins, range=(0.0, upper))
+    overflow = int((values > upper).sum()) + unmeasured_over
+    return HistogramLayout(
+        edges, counts, upper, overflow, int(longest) if values.size else None, cutoff_in_range
+    )
+
+
+def plot_lengths(
+    measured: list[int], cutoff_len: int, path: Path, title: str, unmeasured_over: int = 0
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    layout = histogram_layout(measured, cutoff_len, unmeasured_over)
     fig, ax = plt.subplots(figsize=(7, 4))
-    if measured:
-        ax.hist(measured, bins=min(60, max(5, len(set(measured)))), color="#4477aa")
-    ax.axvline(cutoff_len, color="#cc3311", linestyle="--", label=f"cutoff_len {cutoff_len}")
-    ax.set_xlabel("tokens per example")
+    width = layout.edges[1] - layout.edges[0]
+    ax.bar(layout.edges[:-1], layout.counts, width=width, align="edge", color="#4477aa", label="rows")
+    if layout.overflow:
+        longest = f", longest measured {layout.longest}" if layout.longest is not None else ""
+        ax.bar(
+            [layout.upper + width],
+            [layout.overflow],
+            width=2 * width,
+            align="edge",
+            color="#bbbbbb",
+            hatch="//",
+            label=f"> {layout.upper:.0f} tokens: {layout.overflow} rows{longest}",
+        )
+    if layout.cutoff_in_range:
+        ax.axvline(cutoff_len, color="#cc3311", linestyle="--", label=f"cutoff_len {cutoff_len}")
+    elif cutoff_len > 0:
+        ax.annotate(
+            f"cutoff_len {cutoff_len} →",
+            xy=(1.0, 0.95),
+            xycoords="axes fraction",
+            ha="right",
+            color="#cc3311",
+        )
+    ax.set_xlabel("tokens per example (axis clipped; longer rows in the grey bar)")
     ax.set_ylabel("rows")
     ax.set_title(title)
     ax.legend()

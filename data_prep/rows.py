@@ -17,9 +17,9 @@ from data_prep import errors as E
 from data_prep.decontam import Decontaminator
 from data_prep.errors import RowRejected
 from data_prep.formats import READERS, Example, prompt_only
-from data_prep.reasoning import canonical_content
+from data_prep.reasoning import canonical_content, check_no_think_tags
 from data_prep.sources import RawRow
-from data_prep.textkeys import MinHasher, exact_key, normalize_words
+from data_prep.textkeys import MinHasher, exact_key, is_blank, normalize_words
 from data_prep.tokens import TokenCounter, render_for_length
 
 
@@ -98,6 +98,7 @@ class RowProcessor:
                     if raw.error is not None:
                         raise raw.error
                     record, measure_text, key_text, answer = build(source, fmt, raw)
+                    self._check_provably_too_long(measure_text)
                     self._check_contamination(record, answer)
                     pending.append((i, record, measure_text, key_text))
                 except RowRejected as rejection:
@@ -161,11 +162,12 @@ class RowProcessor:
         if example.reasoning is None:
             raise RowRejected(E.MISSING_REASONING, "the row has no reasoning trace")
         reasoning = example.reasoning.strip()
-        if not reasoning:
+        if is_blank(reasoning):
             raise RowRejected(E.MISSING_REASONING, "the reasoning trace is empty")
         answer = (example.answer or "").strip()
-        if not answer:
-            raise RowRejected(E.EMPTY_ANSWER, "nothing after the reasoning block")
+        if is_blank(answer):
+            raise RowRejected(E.EMPTY_ANSWER, "nothing visible after the reasoning block")
+        check_no_think_tags(reasoning, answer)
         messages = [*example.prompt, {"role": "assistant", "content": canonical_content(reasoning, answer)}]
         record: dict[str, Any] = {"id": _row_id(source, example, raw), "source": source, "messages": messages}
         if example.reference_answer:
@@ -201,11 +203,13 @@ class RowProcessor:
     def _rlvr(self, source: str, fmt: str, raw: RawRow) -> tuple[dict[str, Any], str, str, str]:
         example = prompt_only(fmt, raw.data or {})
         prompt = [m for m in example.prompt if m["role"] in ("system", "user")]
-        if not any(m["role"] == "user" and m["content"].strip() for m in prompt):
+        if not any(m["role"] == "user" and not is_blank(m["content"]) for m in prompt):
             raise RowRejected(E.MISSING_FIELD, "no user prompt")
         task = example.task if example.task in ("math", "code") else None
         task = task or ("code" if example.tests else self.settings.default_task)
         reference = (example.reference_answer or "").strip()
+        if is_blank(reference):
+            reference = ""
         if task == "math" and not reference:
             raise RowRejected(E.MISSING_REFERENCE, "no reference answer to reward against")
         if task == "code" and not example.tests:
@@ -222,6 +226,18 @@ class RowProcessor:
         return record, render_for_length(prompt), _prompt_text(example), reference
 
     # -- shared ---------------------------------------------------------------------------------------
+
+    def _check_provably_too_long(self, text: str) -> None:
+        """Drop a row whose size alone proves it too long, before decontamination and tokenization see it."""
+        if self.counter is None:
+            return
+        cutoff = self.settings.cutoff_len
+        bound = self.counter.min_tokens_if_over(text, cutoff)
+        if bound is not None:
+            raise RowRejected(
+                E.TOO_LONG,
+                f"{len(text)} characters: at least {bound} tokens > cutoff_len {cutoff} (not tokenized)",
+            )
 
     def _check_contamination(self, record: dict[str, Any], answer: str) -> None:
         if not self.decontam:

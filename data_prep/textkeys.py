@@ -13,6 +13,12 @@ _MATH_SYMBOL = re.compile(r"([+\-*/=^<>%()\[\]{}|\\])")
 _OTHER_PUNCTUATION = re.compile(r"[^\w\s+\-*/=^<>%()\[\]{}|\\]+|_+", re.UNICODE)
 
 
+def is_blank(text: str) -> bool:
+    """True when the text shows nothing: only whitespace and invisible format characters (zero-width
+    space/joiners, word joiner, BOM, soft hyphen...), which `str.strip` keeps."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
 def normalize_words(text: str) -> list[str]:
     """NFKC, case-folded, prose punctuation dropped, math symbols kept as their own tokens:
     "What is 2+3?" and "what is 2 + 3" are the same text, "3 - 3" and "3 * 3" are not."""

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.manifest import check_dataset_file  # a data_prep output is used only once fully published
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 OUT = Path(os.environ.get("RING_DEMO_OUT", "outputs/demo"))
@@ -158,6 +160,9 @@ def run_stage(index: int, total: int, stage: Stage, logs: Path) -> float:
             beat.join()
     elapsed = time.monotonic() - started
     missing = [str(p) for p in stage.outputs if not (REPO / p).exists()]
+    missing += [
+        problem for p in stage.outputs if (REPO / p).is_file() and (problem := check_dataset_file(REPO / p))
+    ]
     if code not in stage.ok_exit_codes or missing:
         why = f"exit code {code}" if code not in stage.ok_exit_codes else f"missing outputs {missing}"
         print(f"\nDEMO FAILED at stage '{stage.name}' ({why}).\nLog: {log_path}\n", file=sys.stderr)

@@ -13,6 +13,8 @@ from typing import Any
 
 from datasets import Dataset, load_dataset
 
+from data_prep.manifest import check_dataset_file
+
 TASKS = ("math", "code")
 ROLES = ("system", "user", "assistant")
 
@@ -104,6 +106,9 @@ def load_prompt_dataset(path: str | Path, max_samples: int | None = None) -> Dat
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
+    unfinished = check_dataset_file(path)  # a data_prep publish that was cut short, or edited since
+    if unfinished:
+        raise DatasetFormatError(unfinished)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = _read_jsonl(path)

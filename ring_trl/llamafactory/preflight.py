@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from data_prep.manifest import check_dataset_file
 from ring_trl.model_paths import download_hint, missing_model_message
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
@@ -135,6 +136,9 @@ def check_datasets(recipe: Recipe) -> list[str]:
             problems.append(
                 f"{info_path}: dataset {name!r}: file {dataset_dir / entry['file_name']} does not exist"
             )
+        # a data_prep publish that was cut short, or a file edited since it was published
+        elif "file_name" in entry and (unfinished := check_dataset_file(dataset_dir / entry["file_name"])):
+            problems.append(f"dataset {name!r}: {unfinished}")
     return problems
 
 
