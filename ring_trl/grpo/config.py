@@ -5,13 +5,63 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
 import ring_trl  # noqa: F401  (applies the TRL/transformers shims before TRL is imported)
+from ring_trl.grpo.rollout import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
 ROLLOUT_DTYPES = ("bf16", "fp16", "fp32")
+# Numeric fields whose value must be > 0 (a string or negative learning rate used to reach the optimizer).
+POSITIVE_FIELDS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_completion_length",
+    "num_iterations",
+)
+# vLLM SamplingParams that reshape the distribution beyond the fields SamplingSettings covers.
+VLLM_RESHAPING_KEYS = (
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "allowed_token_ids",
+    "bad_words",
+    "min_tokens",
+)
+NON_NEGATIVE_FIELDS = ("beta", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm")
+
+
+def bf16_available() -> bool:
+    """What transformers requires for `bf16: true` without `use_cpu`: a bf16-capable GPU (or XLA)."""
+    return is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+def _mixed_precision_for_this_machine(config: GRPOConfig) -> str | None:
+    """Resolve TRL's bf16 default (None means "bf16 unless fp16") for this machine; returns a notice when
+    it falls back to fp32, raises ValueError with the fix for a precision the machine cannot run."""
+    if config.bf16 is None and not config.fp16 and not bf16_available():
+        config.bf16 = False
+        return (
+            "no bf16-capable GPU found: training in fp32 (bf16 is TRL's GPU default; set bf16: true with "
+            "use_cpu: true for bf16 autocast on the CPU)"
+        )
+    if config.bf16 and not config.use_cpu and not bf16_available():
+        raise ValueError(
+            "bf16: true needs a bf16-capable GPU and this machine has none; set bf16: false to train in "
+            "fp32, or use_cpu: true for bf16 autocast on the CPU"
+        )
+    if config.fp16 and not config.use_cpu and not torch_cuda_available():
+        raise ValueError("fp16: true needs a CUDA GPU and this machine has none; set fp16: false (fp32)")
+    return None
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -41,38 +91,67 @@ class IcePopGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        self.precision_notice = _mixed_precision_for_this_machine(self)
+        if self.precision_notice:
+            logger.warning(self.precision_notice)
+        for name in POSITIVE_FIELDS:
+            value = getattr(self, name, None)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name in NON_NEGATIVE_FIELDS:
+            value = getattr(self, name, None)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2 (GRPO compares completions of the same prompt), "
+                f"got {self.num_generations}"
+            )
         super().__post_init__()
         if self.rollout_dtype is not None and self.rollout_dtype not in ROLLOUT_DTYPES:
             raise ValueError(
                 f"rollout_dtype must be one of {ROLLOUT_DTYPES} or null, got {self.rollout_dtype!r}"
             )
+        engine = "vllm" if self.use_vllm else "transformers"
+        self.sampling = SamplingSettings.from_args(self, engine=engine)
         if not self.icepop:
             return
         if not 0.0 <= self.icepop_alpha <= 1.0 <= self.icepop_beta:
             raise ValueError(
-                f"IcePop needs 0 <= icepop_alpha <= 1 <= icepop_beta, got alpha={self.icepop_alpha}, "
-                f"beta={self.icepop_beta} (paper defaults: 0.5 and 5)"
+                f"icepop_alpha/icepop_beta: IcePop needs 0 <= icepop_alpha <= 1 <= icepop_beta, got "
+                f"alpha={self.icepop_alpha}, beta={self.icepop_beta} (paper defaults: 0.5 and 5)"
             )
-        truncated = (
-            self.top_p < 1.0
-            or self.top_k not in (None, 0, -1)
-            or (self.min_p is not None and self.min_p > 0.0)
-            or self.repetition_penalty != 1.0
-        )
-        if truncated:
+        reshaping = self.sampling.reshaping()
+        if reshaping:
+            given = self.generation_kwargs or {}
+            named = ", ".join(
+                f"{'generation_kwargs.' if key in given else ''}{key}={value}"
+                for key, value in reshaping.items()
+            )
             raise ValueError(
-                "IcePop compares the sampler's log-probs with the full softmax(logits / temperature) of the "
-                "training pass; top_p < 1, top_k > 0, min_p > 0 or repetition_penalty != 1 change the sampling "
-                f"distribution and bias that ratio (got top_p={self.top_p}, top_k={self.top_k}, "
-                f"min_p={self.min_p}, repetition_penalty={self.repetition_penalty}). "
-                "Keep top_p=1.0, top_k=0/null, min_p=null, repetition_penalty=1.0, or set icepop=false."
+                f"{named}: with IcePop the sampler must draw from the full softmax(logits / temperature) the "
+                "training pass computes; top_k > 0, top_p < 1, min_p > 0, typical_p < 1 or "
+                "repetition_penalty != 1 change that distribution and bias the ratio. Keep top_k=0/null, "
+                "top_p=1.0, min_p=null, typical_p=1.0, repetition_penalty=1.0, or set icepop=false."
             )
         if self.use_liger_loss:
             raise ValueError("IcePop is implemented in the PyTorch GRPO loss; set use_liger_loss=false.")
-        if self.use_vllm and self.vllm_mode == "server" and self.temperature != 1.0:
+        if self.use_vllm:
+            penalties = {
+                key: value
+                for key, value in (self.generation_kwargs or {}).items()
+                if key in VLLM_RESHAPING_KEYS and value not in (None, 0, 0.0, [], {})
+            }
+            if penalties:
+                key, value = next(iter(penalties.items()))
+                raise ValueError(
+                    f"generation_kwargs.{key}={value!r}: it changes the distribution vLLM samples from, which "
+                    "biases the IcePop ratio; remove it or set icepop=false"
+                )
+        if self.use_vllm and self.vllm_mode == "server" and self.sampling.temperature != 1.0:
             raise ValueError(
-                "TRL 0.24's `trl vllm-serve` returns the raw (pre-temperature) log-probs, so with "
-                f"temperature={self.temperature} the IcePop ratio would be wrong. Use temperature=1.0 "
+                "temperature: TRL 0.24's `trl vllm-serve` returns the raw (pre-temperature) log-probs, so with "
+                f"temperature={self.sampling.temperature} the IcePop ratio would be wrong. Use temperature=1.0 "
                 "(the paper's setting) or vllm_mode=colocate (which returns processed log-probs)."
             )
         if self.use_vllm and self.vllm_importance_sampling_correction:
