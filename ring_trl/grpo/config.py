@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 import logging
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
 import ring_trl  # noqa: F401  (applies the TRL/transformers shims before TRL is imported)
+from ring_trl.grpo.recipe import RecipeError, check_fields
 from ring_trl.grpo.rollout import SamplingSettings
 
 logger = logging.getLogger(__name__)
@@ -92,8 +96,6 @@ class IcePopGRPOConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         self.precision_notice = _mixed_precision_for_this_machine(self)
-        if self.precision_notice:
-            logger.warning(self.precision_notice)
         for name in POSITIVE_FIELDS:
             value = getattr(self, name, None)
             if value is not None and not value > 0:
@@ -114,8 +116,13 @@ class IcePopGRPOConfig(GRPOConfig):
             )
         engine = "vllm" if self.use_vllm else "transformers"
         self.sampling = SamplingSettings.from_args(self, engine=engine)
-        if not self.icepop:
-            return
+        if self.icepop:
+            self._check_icepop()
+        if self.precision_notice:
+            logger.warning(self.precision_notice)
+
+    def _check_icepop(self) -> None:
+        """Settings under which the IcePop ratio would not compare the sampled and trained distributions."""
         if not 0.0 <= self.icepop_alpha <= 1.0 <= self.icepop_beta:
             raise ValueError(
                 f"icepop_alpha/icepop_beta: IcePop needs 0 <= icepop_alpha <= 1 <= icepop_beta, got "
@@ -161,3 +168,28 @@ class IcePopGRPOConfig(GRPOConfig):
             self.vllm_importance_sampling_correction = False
         if self.use_transformers_paged:
             raise ValueError("IcePop needs sampling log-probs, which paged generation does not return.")
+
+
+def check_training_fields(training: dict[str, Any], where: str) -> None:
+    """Every `training:` key is an IcePopGRPOConfig field of the right type, and enum-like string fields
+    (save_strategy, lr_scheduler_type, ...) hold one of their values; a RecipeError names the key otherwise."""
+    check_fields(IcePopGRPOConfig, training, where, prefix="training.")
+    hints = typing.get_type_hints(IcePopGRPOConfig)
+    for key, value in training.items():
+        enums = [
+            arg for arg in typing.get_args(hints[key]) if isinstance(arg, type) and issubclass(arg, enum.Enum)
+        ]
+        if enums and isinstance(value, str):
+            allowed = [member.value for member in enums[0]]
+            if value not in allowed:
+                raise RecipeError(f"{where}: training.{key}: must be one of {allowed}, got {value!r}")
+
+
+def build_icepop_config(training: dict[str, Any], where: str) -> IcePopGRPOConfig:
+    """IcePopGRPOConfig from a recipe's `training:` mapping; every problem is a one-line RecipeError."""
+    check_training_fields(training, where)
+    try:
+        return IcePopGRPOConfig(**training)
+    except (TypeError, ValueError) as error:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise RecipeError(f"{where}: training: {message}") from error

@@ -52,7 +52,6 @@ NEUTRAL_GENERATION_FIELDS: dict[str, Any] = {
     "encoder_repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "min_length": 0,
-    "min_new_tokens": 0,
     "renormalize_logits": False,
     "remove_invalid_values": False,
 }
