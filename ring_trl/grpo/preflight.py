@@ -266,8 +266,6 @@ def run_preflight(recipe: GRPORecipe) -> Preflight:
     if problems:
         raise PreflightError(problems)
     assert config is not None and model_dir is not None  # no problems: both were built
-    if config.precision_notice:
-        notes.append(config.precision_notice)
     return Preflight(
         recipe=recipe,
         config=config,

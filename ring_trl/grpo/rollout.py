@@ -194,6 +194,7 @@ def rollout_generation_config(
         bos_token_id=base.bos_token_id,
         eos_token_id=base.eos_token_id,
         cache_implementation=base.cache_implementation,
+        disable_compile=True,  # as TRL's own HF-generate rollouts
         **{**NEUTRAL_GENERATION_FIELDS, **passthrough},
     )
 

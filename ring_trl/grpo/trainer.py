@@ -170,7 +170,6 @@ class IcePopGRPOTrainer(GRPOTrainer):
                 **encoded,
                 generation_config=self._rollout_generation_config,
                 logits_processor=sampling_processors(self.args.sampling, recorder),
-                disable_compile=True,
             )
         prompt_length = encoded["input_ids"].size(1)
         completion_ids = sequences[:, prompt_length:]
