@@ -373,11 +373,11 @@ def test_sigterm_saves_a_checkpoint_and_resume_auto_continues_from_it(
     assert (checkpoint / "optimizer.pt").is_file() and (checkpoint / "rng_state.pth").is_file()
     assert not (out / "final").exists()  # a stopped run publishes no final model
 
-    assert main([*run, f"max_steps={step + 2}", "resume=auto"]) == 0
+    assert main([*run, f"max_steps={step + 1}", "resume=auto"]) == 0
     assert f"resuming from {checkpoint}" in capsys.readouterr().err
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == step + 2
-    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, step + 3))
+    assert state["global_step"] == step + 1
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, step + 2))
     assert (out / "final" / "model.safetensors").is_file()
 
 

@@ -77,7 +77,7 @@ def _run(argv: list[str] | None) -> int:
     output_dir = Path(checked.config.output_dir)
     checkpoint = resume_checkpoint(recipe.resume, output_dir)
     trainer, paths = build_trainer(recipe, checked)
-    stop = StopOnSignal()
+    stop = StopOnSignal(trainer.accelerator)
     trainer.add_callback(stop)
     stop.install()
     try:

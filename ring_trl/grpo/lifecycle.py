@@ -54,9 +54,12 @@ def resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
 
 
 class StopOnSignal(TrainerCallback):
-    """Turns a SIGTERM into "save a checkpoint at the end of this step, then stop"."""
+    """Turns a SIGTERM into "save a checkpoint at the end of this step, then stop". With several processes,
+    the ranks agree at every step end (one max-reduce of a flag), so a signal that reached only some of them
+    cannot leave the others waiting in a collective."""
 
-    def __init__(self) -> None:
+    def __init__(self, accelerator: Any | None = None) -> None:
+        self.accelerator = accelerator
         self.received: int | None = None
         self.stopped_at: int | None = None
         self._previous: Any = None
@@ -76,8 +79,16 @@ class StopOnSignal(TrainerCallback):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         logger.warning("SIGTERM: finishing this step, saving a checkpoint, then stopping")
 
+    def _any_rank_received(self) -> bool:
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return self.received is not None
+        import torch
+
+        flag = torch.tensor(float(self.received is not None), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="max").item())
+
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
-        if self.received is not None:
+        if self._any_rank_received():
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
