@@ -58,6 +58,7 @@ def test_tiny_icepop_recipe_runs_and_logs_every_metric(
             # Shorter completions than the recipe's 32 keep it quick; a band of +-0.1% instead of +-1% makes
             # "bf16 rollouts mask some tokens" hold on any CPU (dozens per step instead of a handful per run).
             "max_completion_length=16",
+            "per_device_train_batch_size=4",  # one prompt x num_generations=4 per step
             "icepop_alpha=0.999",
             "icepop_beta=1.001",
         ]

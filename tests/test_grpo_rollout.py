@@ -225,6 +225,28 @@ def test_checkpoint_generation_config_cannot_change_what_icepop_measures(
     assert configured.generation_config.min_p == 0.3  # the checkpoint's own config is left as it was
 
 
+def test_sampling_settings_follow_trl_precedence_and_generate_order(tmp_path: Path) -> None:
+    """IcePop off: generation_kwargs override the fields (as in TRL), TRL's top_k=None means no top-k, and the
+    processors run in the order `generate` would use."""
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    config = IcePopGRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        icepop=False,
+        top_p=0.9,
+        generation_kwargs={"top_p": 0.5, "temperature": 0.7, "use_cache": True},
+    )
+    settings = config.sampling
+    assert (settings.temperature, settings.top_k, settings.top_p) == (0.7, 0, 0.5)
+    assert [type(p) for p in settings.processors()] == [TemperatureLogitsWarper, TopPLogitsWarper]
+    with_top_k = IcePopGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", icepop=False, top_k=5
+    )
+    assert [type(p) for p in with_top_k.sampling.processors()] == [TopKLogitsWarper]
+
+
 def test_config_replaces_tis_with_icepop_and_off_switch_keeps_trl(tmp_path: Path) -> None:
     on = IcePopGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, report_to="none")
     assert on.vllm_importance_sampling_correction is False

@@ -8,12 +8,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
 import ring_trl  # noqa: F401  (applies the TRL/transformers shims before TRL is imported)
 from ring_trl.grpo.recipe import RecipeError, check_fields
-from ring_trl.grpo.rollout import SamplingSettings
+from ring_trl.grpo.sampling import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ POSITIVE_FIELDS = (
     "max_completion_length",
     "num_iterations",
 )
+NON_NEGATIVE_FIELDS = ("beta", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm")
 # vLLM SamplingParams that reshape the distribution beyond the fields SamplingSettings covers.
 VLLM_RESHAPING_KEYS = (
     "presence_penalty",
@@ -35,7 +37,6 @@ VLLM_RESHAPING_KEYS = (
     "bad_words",
     "min_tokens",
 )
-NON_NEGATIVE_FIELDS = ("beta", "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm")
 
 
 def bf16_available() -> bool:
@@ -57,20 +58,16 @@ def _mixed_precision_for_this_machine(config: GRPOConfig) -> str | None:
             "bf16: true needs a bf16-capable GPU and this machine has none; set bf16: false to train in "
             "fp32, or use_cpu: true for bf16 autocast on the CPU"
         )
-    if config.fp16 and not config.use_cpu and not torch_cuda_available():
+    if config.fp16 and not config.use_cpu and not torch.cuda.is_available():
         raise ValueError("fp16: true needs a CUDA GPU and this machine has none; set fp16: false (fp32)")
     return None
 
 
-def torch_cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @dataclass
 class IcePopGRPOConfig(GRPOConfig):
-    """GRPOConfig with IcePop. `icepop=False` gives exactly TRL's GRPOTrainer behaviour."""
+    """GRPOConfig with IcePop. `icepop=False` gives TRL's GRPO loss; HF-generate rollouts sample the same way
+    either way (explicit settings, see sampling.py). Without a bf16-capable GPU, TRL's default bf16 becomes fp32
+    (`precision_notice` says so); `sampling` holds the resolved SamplingSettings."""
 
     icepop: bool = field(
         default=True,

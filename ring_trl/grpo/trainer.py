@@ -7,7 +7,7 @@ What changes with `icepop=True`:
 - the loss multiplies the clipped surrogate of each token by its weight. The KL term is not masked, and masked
   tokens stay in the normaliser of the chosen `loss_type`.
 With `icepop=False` the loss and rewards are GRPOTrainer's unchanged. HF-generate rollouts take the same
-explicit sampling path with IcePop on and off (`rollout.py`: nothing filled in from the checkpoint's
+explicit sampling path with IcePop on and off (`sampling.py`: nothing filled in from the checkpoint's
 generation_config.json or transformers' defaults), so the same seed samples the same tokens either way.
 """
 
@@ -32,12 +32,10 @@ from ring_trl.compat import ensure_warnings_issued
 from ring_trl.grpo.config import IcePopGRPOConfig
 from ring_trl.grpo.reward_spread import RewardSpreadWatch
 from ring_trl.grpo.rewards.guard import GuardedReward
-from ring_trl.grpo.rollout import (
-    SampledTokenLogprobRecorder,
+from ring_trl.grpo.rollout import SampledTokenLogprobRecorder, completion_mask_after_eos, rollout_engine
+from ring_trl.grpo.sampling import (
     checkpoint_generation_defaults_hidden,
     checkpoint_sampling_overrides,
-    completion_mask_after_eos,
-    rollout_engine,
     rollout_generation_config,
     sampling_processors,
 )
