@@ -44,12 +44,14 @@ def bf16_available() -> bool:
     return is_torch_bf16_gpu_available() or is_torch_xla_available()
 
 
-def _mixed_precision_for_this_machine(config: GRPOConfig) -> str | None:
+def _fit_precision_to_machine(config: GRPOConfig) -> str | None:
     """Resolve TRL's bf16 default (None means "bf16 unless fp16") for this machine; returns a notice when
-    it falls back to fp32, raises ValueError with the fix for a precision the machine cannot run."""
+    it falls back to fp32, raises ValueError with the fix for a precision the machine cannot run. Without
+    CUDA, pinned dataloader memory is switched off as well (it would only warn)."""
+    notice = None
     if config.bf16 is None and not config.fp16 and not bf16_available():
         config.bf16 = False
-        return (
+        notice = (
             "no bf16-capable GPU found: training in fp32 (bf16 is TRL's GPU default; set bf16: true with "
             "use_cpu: true for bf16 autocast on the CPU)"
         )
@@ -60,7 +62,9 @@ def _mixed_precision_for_this_machine(config: GRPOConfig) -> str | None:
         )
     if config.fp16 and not config.use_cpu and not torch.cuda.is_available():
         raise ValueError("fp16: true needs a CUDA GPU and this machine has none; set fp16: false (fp32)")
-    return None
+    if not torch.cuda.is_available():
+        config.dataloader_pin_memory = False  # pinned memory only serves host-to-GPU copies
+    return notice
 
 
 @dataclass
@@ -92,7 +96,7 @@ class IcePopGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
-        self.precision_notice = _mixed_precision_for_this_machine(self)
+        self.precision_notice = _fit_precision_to_machine(self)
         for name in POSITIVE_FIELDS:
             value = getattr(self, name, None)
             if value is not None and not value > 0:
