@@ -139,4 +139,13 @@ CASES: list[Case] = [
     Case("\\boxed{\\textbf{Mice}}", "mice", C),
     Case('"Mice"', "mice", C),
     Case("\\boxed{Saturn's rings}", "saturn's rings", C),
+    # prose is not a short answer: undecidable when detected, exact match when the row says text
+    Case("\\boxed{yes}", "see the proof above, which uses the argument by contradiction", U),
+    Case(
+        "\\boxed{the powerhouse of the cell}",
+        "The powerhouse of the cell.",
+        C,
+        answer_type="text",
+    ),
+    Case("\\boxed{3}", "the train arrives at 3 in the afternoon", U),  # prose with a number: not math
 ]

@@ -88,6 +88,8 @@ def test_reference_status_is_the_rlvr_verifiable_test() -> None:
     assert reference_status("\\frac{", answer_type="math").status == "unparsable"
     assert reference_status("  ").status == "unparsable"
     assert reference_status("maybe", answer_type="yesno").status == "unparsable"
+    assert reference_status("see the proof above, it uses contradiction twice").status == "unparsable"
+    assert reference_status("the train arrives at 3 in the afternoon").status == "unparsable"
 
 
 MATH_PAIRS = [
@@ -136,3 +138,109 @@ def test_an_overrunning_helper_is_killed_and_the_check_is_undecidable() -> None:
         assert check("a</think>\\boxed{\\sqrt{16}}", "4", verifier=worker).correct  # a fresh helper
     finally:
         worker.close()
+
+
+# ------------------------------------------------------------------ the GRPO rewards use the same checker
+REWARD_OF = {"correct": 1.0, "wrong": 0.0, "undecidable": None}
+
+
+def test_answer_match_reward_agrees_with_the_case_table() -> None:
+    from ring_trl.grpo.rewards import answer_match
+    from ring_trl.grpo.rewards.answer_match import take_undecidable_count
+
+    take_undecidable_count()
+    rewards = answer_match(
+        prompts=[None] * len(CASES),
+        completions=[[{"role": "assistant", "content": c.full_completion()}] for c in CASES],
+        completion_ids=[[0]] * len(CASES),
+        answer=[c.reference for c in CASES],
+        answer_type=[c.answer_type for c in CASES],
+        choices=[c.choices for c in CASES],
+    )
+    assert rewards == [REWARD_OF[c.expected] for c in CASES]
+    assert take_undecidable_count() == sum(c.expected == "undecidable" for c in CASES)
+
+
+def test_math_answer_scores_math_rows_and_skips_other_kinds() -> None:
+    from ring_trl.grpo.rewards import math_answer
+
+    completions = ["a</think>\\boxed{B}", "a</think>\\boxed{7}", "a</think>\\boxed{x^2-1}", "a</think>Paris"]
+    scores = math_answer([None] * 4, completions, answer=["B", "7", "(x-1)(x+1)", "Paris"])
+    assert scores == [None, 1.0, 1.0, None]  # a correct "B" is no longer a wrong 0.0
+    assert math_answer([None], ["a</think>7"], answer=["7"], task=["code"]) == [None]
+
+
+# ------------------------------------------------------- data_prep filters with the same checker (issue 10)
+def _am_row(question: str, answer: str, reference: str) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": question, "info": {"reference_answer": reference}},
+            {
+                "role": "assistant",
+                "content": f"<think>\nThinking it over.\n</think>\n<answer>\n{answer}\n</answer>",
+            },
+        ]
+    }
+
+
+def _build(tmp_path, kind: str, rows: list[dict], fmt: str) -> tuple[dict, list[dict]]:  # type: ignore[no-untyped-def]
+    import json
+
+    from data_prep.config import BuildConfig, SourceConfig
+    from data_prep.pipeline import Build
+
+    source = tmp_path / f"{kind}.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = BuildConfig(
+        inputs=[SourceConfig(str(source), fmt)],
+        output_dir=str(tmp_path / "out"),
+        dataset_name=kind,
+        cutoff_len=0,
+        workers=0,
+        progress=False,
+        shuffle=False,
+    )
+    config.validate()
+    report = Build(config, kind).run().report
+    kept = [json.loads(line) for line in (tmp_path / "out" / f"{kind}.jsonl").read_text().splitlines()]
+    return report, kept
+
+
+def test_build_sft_keeps_right_answers_of_every_kind_and_drops_anagrams(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        _am_row("Which option is right? A) 1 B) 2", "B", "B"),
+        _am_row("What is the capital of France?", "Paris", "Paris"),
+        _am_row("Is 7 prime?", "Yes", "yes"),
+        _am_row("Pick one: (A) red (B) blue (C) green (D) black", "(D)", "D"),
+        _am_row("What is the capital of France, again?", "$\\boxed{Sirap}$", "Paris"),
+        _am_row("Write the word 'on' backwards.", "$\\boxed{no}$", "on"),
+    ]
+    report, kept = _build(tmp_path, "sft", rows, "am")
+    assert report["per_filter"] == {"answer_mismatch": 2}
+    assert [r["messages"][0]["content"][:10] for r in kept] == [
+        "Which opti",
+        "What is th",
+        "Is 7 prime",
+        "Pick one: ",
+    ]
+
+
+def test_build_rlvr_keeps_what_the_reward_can_score(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ring_trl.grpo.rewards import answer_match
+
+    rows = [
+        {"prompt": "Which option is right? A) 1 B) 2", "answer": "B"},
+        {"prompt": "What is the capital of France?", "answer": "Paris"},
+        {"prompt": "What is 6 * 7?", "answer": "42"},
+        {"prompt": "Simplify (x-1)(x+1).", "answer": "x^2-1"},
+        {"prompt": "Prove it.", "answer": "see the proof above, which is by contradiction"},
+        {"prompt": "Broken reference.", "answer": "\\frac{"},
+    ]
+    report, kept = _build(tmp_path, "rlvr", rows, "simple")
+    assert report["per_filter"] == {"unverifiable_reference": 2}
+    assert [r["answer"] for r in kept] == ["B", "Paris", "42", "x^2-1"]
+    right = ["a</think>\\boxed{B}", "a</think>Paris", "a</think>42", "a</think>\\boxed{x^2 - 1}"]
+    rewards = answer_match(
+        [None] * 4, right, answer=[r["answer"] for r in kept], task=[r["task"] for r in kept]
+    )
+    assert rewards == [1.0, 1.0, 1.0, 1.0]

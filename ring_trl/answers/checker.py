@@ -24,11 +24,12 @@ from ring_trl.answers.judges import (
     judge_number,
     judge_text,
     judge_yesno,
+    math_reference_problem,
     reference_choice,
+    text_reference_problem,
 )
 from ring_trl.answers.kinds import (
     CHOICE,
-    MATH,
     NUMBER,
     TEXT,
     YESNO,
@@ -71,7 +72,7 @@ def check(
     if kind == YESNO:
         return judge_yesno(span, reference_text)
     if kind == TEXT:
-        return judge_text(span, reference_text)
+        return judge_text(span, reference_text, explicit=bool(answer_type))
     verifier = verifier or default_math_verifier()
     if kind == NUMBER:
         return judge_number(span, reference_text, boxed, verifier)
@@ -119,15 +120,21 @@ def reference_status(
         ok = normalize_text(reference_core(text)) in ("yes", "no", "true", "false")
         return ReferenceStatus(kind, "ok" if ok else "unparsable", "" if ok else "not yes/no/true/false")
     if kind == TEXT:
-        return ReferenceStatus(kind, "ok")
+        problem = text_reference_problem(text, explicit=bool(answer_type))
+        return (
+            ReferenceStatus(kind, "ok") if problem is None else ReferenceStatus(kind, "unparsable", problem)
+        )
     if kind == NUMBER and parse_number(reference_core(text)) is not None:
         return ReferenceStatus(kind, "ok")
+    problem = math_reference_problem(text)
+    if problem is not None:
+        return ReferenceStatus(kind, "unparsable", problem)
     result = (verifier or default_math_verifier()).check_reference(text)
     if result.verdict is None:
         return ReferenceStatus(kind, "undecidable", result.reason)
     if not result.verdict:
         return ReferenceStatus(kind, "unparsable", "math-verify cannot parse it")
-    return ReferenceStatus(kind if kind != MATH else MATH, "ok")
+    return ReferenceStatus(kind, "ok")
 
 
 __all__ = ["UNDECIDABLE", "AnswerCase", "ReferenceStatus", "check", "check_many", "reference_status"]

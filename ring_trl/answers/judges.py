@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from ring_trl.answers.kinds import (
     CHOICE,
     MATH,
+    MATH_MAX_WORDS,
     NO_WORDS,
     NUMBER,
+    SHORT_TEXT_MAX_WORDS,
     TEXT,
     YES_WORDS,
     YESNO,
@@ -162,10 +164,22 @@ def judge_yesno(span: str, reference: str) -> Judgement:
 
 
 # ------------------------------------------------------------------------------------------------- text
-def judge_text(span: str, reference: str) -> Judgement:
+def text_reference_problem(reference: str, explicit: bool) -> str | None:
+    """Why a text reference cannot be judged (empty; detected prose rather than a short answer), else None."""
     expected = normalize_text(reference_core(reference))
     if not expected:
-        return Judgement(UNDECIDABLE, TEXT, None, "unparsable_reference")
+        return "unparsable_reference"
+    if not explicit and len(expected.split()) > SHORT_TEXT_MAX_WORDS:
+        return "reference_not_short_text"
+    return None
+
+
+def judge_text(span: str, reference: str, explicit: bool = False) -> Judgement:
+    """Exact match after normalisation; `explicit`: the row said answer_type text (any length is judged)."""
+    problem = text_reference_problem(reference, explicit)
+    if problem is not None:
+        return Judgement(UNDECIDABLE, TEXT, None, problem)
+    expected = normalize_text(reference_core(reference))
     said = normalize_text(strip_answer_prefix(unwrap_text(span)))
     if not said:
         return Judgement(WRONG, TEXT, None, "empty_answer")
@@ -191,10 +205,21 @@ def judge_number(span: str, reference: str, boxed: bool, verifier: MathVerifier)
     return judge_math(span, reference, boxed, verifier, kind=NUMBER)
 
 
+def math_reference_problem(reference: str) -> str | None:
+    """Why a math reference cannot be judged before math-verify sees it (empty, prose), else None."""
+    core = reference_core(reference)
+    if not core:
+        return "unparsable_reference"
+    if len(word_runs(core)) > MATH_MAX_WORDS:
+        return "reference_is_prose"
+    return None
+
+
 def judge_math(span: str, reference: str, boxed: bool, verifier: MathVerifier, kind: str = MATH) -> Judgement:
     """math-verify, except that words never compare as products of symbols (`Sirap` is not `Paris`)."""
-    if not reference_core(reference):
-        return Judgement(UNDECIDABLE, kind, None, "unparsable_reference")
+    problem = math_reference_problem(reference)
+    if problem is not None:
+        return Judgement(UNDECIDABLE, kind, None, problem)
     expected_words = word_runs(reference_core(reference))
     said_words = word_runs(span)
     if expected_words and said_words and expected_words != said_words:

@@ -18,6 +18,12 @@ from ring_trl.answers.normalize import normalize_text, unwrap_text, word_runs
 MATH, CHOICE, YESNO, TEXT, NUMBER = "math", "choice", "yesno", "text", "number"
 KINDS = (MATH, CHOICE, YESNO, TEXT, NUMBER)
 
+# Detected text references longer than this are prose (a proof, an explanation), not a short answer; a row
+# that says answer_type: text is judged by exact match whatever its length.
+SHORT_TEXT_MAX_WORDS = 5
+# A math reference with more words than this is prose too (math-verify would read it as symbol products).
+MATH_MAX_WORDS = 3
+
 YES_WORDS = frozenset({"yes", "true"})
 NO_WORDS = frozenset({"no", "false"})
 

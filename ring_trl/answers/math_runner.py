@@ -177,24 +177,24 @@ class MathVerifyWorker:
             self._helper.close()
 
 
-_default: MathVerifyWorker | None = None
-_default_pid = -1
-_default_lock = threading.Lock()
+_defaults: dict[tuple[int, int], MathVerifyWorker] = {}
+_defaults_lock = threading.Lock()
 
 
-def default_math_verifier() -> MathVerifyWorker:
-    """This process's shared helper (a forked child gets a new one instead of sharing its parent's pipes)."""
-    global _default, _default_pid
-    with _default_lock:
-        if _default is None or _default_pid != os.getpid():
-            _default = MathVerifyWorker()
-            _default_pid = os.getpid()
-        return _default
+def default_math_verifier(timeout_s: int = DEFAULT_TIMEOUT_S) -> MathVerifyWorker:
+    """This process's shared helper for a timeout (a forked child starts its own, never using its parent's)."""
+    key = (os.getpid(), int(timeout_s))
+    with _defaults_lock:
+        worker = _defaults.get(key)
+        if worker is None:
+            worker = _defaults[key] = MathVerifyWorker(int(timeout_s))
+        return worker
 
 
-def _close_default() -> None:
-    if _default is not None and _default_pid == os.getpid():
-        _default.close()
+def _close_defaults() -> None:
+    for (pid, _), worker in list(_defaults.items()):
+        if pid == os.getpid():
+            worker.close()
 
 
-atexit.register(_close_default)
+atexit.register(_close_defaults)
