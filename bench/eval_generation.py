@@ -30,26 +30,31 @@ from ring_trl.models.bailing_moe_v2 import BailingMoeV2Config, BailingMoeV2ForCa
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
 
 
+MID_VOCAB = 32768  # Ring's vocabulary is 157k; the tiny tokenizer's 2.3k would make the output layer unrealistically cheap
+
+
 def mid_size_config(tiny: BailingMoeV2Config) -> BailingMoeV2Config:
-    """Ring's layout at ~90M parameters: 6 layers of width 512, 32 experts (top-4) in 4 groups."""
+    """Ring-mini's layout scaled down to ~270M parameters (~45M active per token): width 768, 8 layers
+    (the first dense), 64 experts of width 192 with top-4 routing in 8 groups (top-4 groups), one shared
+    expert, 12 query / 4 key-value heads of 64, and a 32k vocabulary (ids past the tokenizer decode to "")."""
     return BailingMoeV2Config(
-        vocab_size=tiny.vocab_size,
-        hidden_size=512,
-        intermediate_size=1408,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=2,
+        vocab_size=MID_VOCAB,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=8,
+        num_attention_heads=12,
+        num_key_value_heads=4,
         head_dim=64,
         partial_rotary_factor=0.5,
         use_qk_norm=True,
         max_position_embeddings=4096,
         rope_theta=600000.0,
-        num_experts=32,
+        num_experts=64,
         num_experts_per_tok=4,
-        n_group=4,
-        topk_group=2,
+        n_group=8,
+        topk_group=4,
         num_shared_experts=1,
-        moe_intermediate_size=256,
+        moe_intermediate_size=192,
         first_k_dense_replace=1,
         routed_scaling_factor=2.5,
         num_nextn_predict_layers=0,
@@ -65,12 +70,12 @@ def write_mid_size_model(tiny_dir: Path, folder: Path) -> Path:
     torch.manual_seed(0)
     config = mid_size_config(BailingMoeV2Config.from_pretrained(tiny_dir))
     model = BailingMoeV2ForCausalLM(config)
-    model.save_pretrained(folder)
+    params = sum(p.numel() for p in model.parameters())
+    model.to(torch.bfloat16).save_pretrained(folder)  # half the bytes on disk; loaded back as fp32
     for name in TOKENIZER_FILES:
         if (tiny_dir / name).exists():
             shutil.copyfile(tiny_dir / name, folder / name)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"mid-size model: {params / 1e6:.0f}M parameters, hidden 512, 6 layers, 32 experts top-4")
+    print(f"mid-size model: {params / 1e6:.0f}M parameters (see mid_size_config)", flush=True)
     return folder
 
 
@@ -90,6 +95,7 @@ def bench(name: str, folder: Path, args: argparse.Namespace) -> float:
     for _ in range(args.rounds):
         for batch in (1, 8):
             results[batch].append(throughput(backend, prompts, batch, 2, args.max_new_tokens))
+            print(f"  {name} batch {batch}: {results[batch][-1]:.1f} tok/s", flush=True)
     one, eight = (statistics.median(results[b]) for b in (1, 8))
     print(
         f"{name:9s} batch 1: {one:8.1f} tok/s   batch 8: {eight:8.1f} tok/s   ratio {eight / one:5.2f}x"
@@ -106,7 +112,12 @@ def main() -> int:
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tiny = Path(args.tiny)
     if not (tiny / "config.json").exists():
         print(f"{tiny} missing: run `make tiny-model` first", file=sys.stderr)

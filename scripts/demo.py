@@ -277,7 +277,7 @@ def print_summary(result: dict) -> None:
     )
     if result.get("eval_compare"):
         print(f"Evaluation    {EVAL_DATA}, 4 problems x 2 samples, before SFT (base) vs after GRPO (grpo):")
-        print("\n".join("    " + line for line in result["eval_compare"].splitlines()))
+        print("\n".join(("    " + line).rstrip() for line in result["eval_compare"].splitlines()))
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "
         + str({k: round(v) for k, v in result["timings_s"].items()})
