@@ -340,7 +340,10 @@ def test_llamafactory_reads_the_sft_output(tmp_path: Path) -> None:
 def test_rlvr_rejects_unusable_references(tmp_path: Path) -> None:
     rows = [
         {"prompt": "What is 6 * 7?", "answer": "42"},
-        {"prompt": "Prove that there are infinitely many primes.", "answer": "see the proof above, by contradiction"},
+        {
+            "prompt": "Prove that there are infinitely many primes.",
+            "answer": "see the proof above, by contradiction",
+        },
         {"prompt": "Name a prime bigger than 10?"},
     ]
     src = _write_jsonl(tmp_path / "r.jsonl", rows)

@@ -319,3 +319,16 @@ def test_make_eval_on_the_tiny_model_and_compare(tmp_path: Path, tiny_model_dir:
     assert "| pass@1 | 0.0000 | 1.0000 |" in compared.stdout
     assert "base -> good: 2 better, 0 worse, 0 unchanged" in compared.stdout
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+
+
+def test_vllm_backend_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Runs only where vLLM is installed (the vLLM environment): the real engine, not a stand-in."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "vllm"
+    argv = ["--model", str(tiny_model_dir), "--data", "data/eval/mixed.jsonl", "--limit", "2", "--n", "2"]
+    argv += ["--max-new-tokens", "8", "--backend", "vllm", "--no-progress", "--output-dir", str(out)]
+    assert run_cli(main, argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["backend"] == "vllm" and summary["counts"]["samples"] == 4
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert all(0 < row["tokens"] <= 8 for row in rows)

@@ -206,6 +206,7 @@ class VLLMBackend:
             options["max_model_len"] = max_model_len
         self.llm = LLM(**options)
         self.tokenizer = self.llm.get_tokenizer()
+        self.special_tokens = [t for t in getattr(self.tokenizer, "all_special_tokens", []) if t]
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return render_prompt(self.tokenizer, messages, self.model_dir)
@@ -232,12 +233,24 @@ class VLLMBackend:
         results = []
         for output in outputs:
             samples = [
-                Generated(c.text, len(c.token_ids), hit_limit=c.finish_reason == "length")
+                Generated(
+                    self._strip_specials(c.text), len(c.token_ids), hit_limit=c.finish_reason == "length"
+                )
                 for c in output.outputs
             ]
             stats.generated_tokens += sum(s.tokens or 0 for s in samples)
             results.append(samples)
         return results, stats
+
+    def _strip_specials(self, text: str) -> str:
+        """Special tokens are kept in the text (a tokenizer may mark </think> special); a trailing eos is not text."""
+        stripped = True
+        while stripped:
+            stripped = False
+            for token in self.special_tokens:
+                if text.endswith(token):
+                    text, stripped = text[: -len(token)], True
+        return text
 
 
 def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]

@@ -294,11 +294,17 @@ def compare_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_limit(args: argparse.Namespace) -> argparse.Namespace:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["score"]:
-        return score_main(_apply_yaml(_score_parser(), argv[1:]))
-    args = _apply_yaml(_run_parser(), argv)
+        return score_main(_check_limit(_apply_yaml(_score_parser(), argv[1:])))
+    args = _check_limit(_apply_yaml(_run_parser(), argv))
     if args.compare:
         return compare_main(args)
     return run_main(args)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ring_trl.answers import AnswerCase, Judgement, check_many, completion_text
+from ring_trl.answers import AnswerCase, Judgement, check_many, completion_text, resolve_kind
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ def judge_completions(
     kinds: frozenset[str] | None = None,
 ) -> list[Judgement | None]:
     """The checker's judgement per completion; None for rows without a reference, code rows, or other kinds."""
-    from ring_trl.answers import resolve_kind
-
     judged: list[Judgement | None] = [None] * len(completions)
     cases: list[AnswerCase] = []
     where: list[int] = []
