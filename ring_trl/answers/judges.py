@@ -235,7 +235,6 @@ def judge_math(span: str, reference: str, boxed: bool, verifier: MathVerifier, k
 
 __all__ = [
     "CORRECT",
-    "TEXT",
     "UNDECIDABLE",
     "VERDICTS",
     "WRONG",
@@ -246,6 +245,9 @@ __all__ = [
     "judge_number",
     "judge_text",
     "judge_yesno",
+    "math_reference_problem",
     "read_choice",
     "read_yesno",
+    "reference_choice",
+    "text_reference_problem",
 ]

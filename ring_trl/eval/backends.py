@@ -259,7 +259,14 @@ def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
     return tqdm(
-        total=total, unit="problem", desc="generating", file=sys.stderr, dynamic_ncols=True, mininterval=1.0
+        total=total,
+        unit="problem",
+        desc="generating",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        # rate_noinv: always "problem/s" (tqdm would switch to "s/problem" below 1/s)
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]",
     )
 
 
