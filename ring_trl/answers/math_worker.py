@@ -1,10 +1,9 @@
-"""The math-verify helper process: one JSON request per line on stdin, one JSON answer per line on stdout.
+"""What the math-verify helper process runs: `handle(request)`, on the helper's main thread.
 
-math-verify bounds its own work with SIGALRM, which only works on a process's main thread. This process is
-nothing but a main thread, so those bounds always work here, whichever thread of the trainer, evaluator or
-data worker asked; the parent adds a wall-clock deadline and kills this process if even that is overrun.
-Started by `ring_trl.answers.math_runner` as `python -I .../math_worker.py`: it imports nothing from ring_trl
-(whose package import pulls in transformers), only the standard library and math-verify.
+math-verify bounds its own work with SIGALRM, which only works on a process's main thread. The helper (a
+`ring_trl.worker.Worker` started by `ring_trl.answers.math_runner`) calls `handle` on its main thread, so those
+bounds always work there, whichever thread of the trainer, evaluator or data worker asked; the parent adds a
+wall-clock deadline and kills the helper if even that is overrun.
 
 Requests: {"op": "verify", "candidate": str, "reference": str, "timeout_s": int}
           {"op": "reference", "reference": str, "timeout_s": int}
@@ -13,11 +12,8 @@ Answers:  {"verdict": true | false | null, "reason": str, "extracted": str | nul
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import sys
+from collections.abc import Callable
 from itertools import product
 from typing import Any
 
@@ -97,23 +93,9 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown op {request.get('op')!r}")
 
 
-def serve() -> None:
-    """Answer requests until stdin closes. Stray prints from libraries go to stderr, never into the protocol."""
-    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
-    sys.stdout = sys.stderr
+def load_handler() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The helper's factory: pay math-verify's import once, keep its log chatter out of the trainer's output."""
+    import math_verify  # noqa: F401
+
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    import math_verify  # noqa: F401 - pay the import before the first request
-
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            answer = handle(json.loads(line))
-        except Exception as error:  # a malformed request costs that request only
-            answer = {"verdict": None, "reason": f"worker_error: {type(error).__name__}", "extracted": None}
-        answers.write(json.dumps(answer) + "\n")
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        serve()
+    return handle
