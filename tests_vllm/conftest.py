@@ -39,7 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Ring model exactly as `make tiny-model` builds it (MTP layer included), in a temp folder."""
     out = tmp_path_factory.mktemp("ring-tiny")
-    subprocess.run([sys.executable, "-m", "ring_trl.models.tiny", "--output", str(out)], check=True, cwd=REPO_ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "ring_trl.models.tiny", "--output", str(out)], check=True, cwd=REPO_ROOT
+    )
     return out
 
 

@@ -42,7 +42,9 @@ def test_engine_logprobs_of_sampled_tokens_match_the_trainer(trainer) -> None:
         )
     engine = batch[SAMPLING_LOGPS_KEY]
     difference = (trained - engine).abs()[mask]
-    print(f"fp32 engine vs trainer, sampled tokens: max |dlogp| {difference.max():.3g} over {mask.sum()} tokens")
+    print(
+        f"fp32 engine vs trainer, sampled tokens: max |dlogp| {difference.max():.3g} over {mask.sum()} tokens"
+    )
     assert float(difference.max()) <= FP32_TOLERANCE
     assert float(engine[mask].max()) < -1e-3  # genuine log-probs, not zeros or padding
 
@@ -62,7 +64,10 @@ def test_icepop_ratio_stays_one_after_every_weight_sync(trainer) -> None:
         trainer.train()
     finally:
         del trainer._move_model_to_vllm
-    assert syncs == [1, 2]  # one bulk sync before each later step's rollouts (step 0 synced in the test above)
+    assert syncs == [
+        1,
+        2,
+    ]  # one bulk sync before each later step's rollouts (step 0 synced in the test above)
     assert float((expert.detach() - before).abs().max()) > 1e-3  # the experts really were trained
     steps = [entry for entry in trainer.state.log_history if "icepop/ratio_min" in entry]
     assert len(steps) == 3

@@ -37,7 +37,7 @@ ALLOW_UNTESTED_ENV = "RING_TRL_ALLOW_UNTESTED_VLLM"
 ENGINE_KWARGS_ENV = (
     "RING_VLLM_ENGINE_KWARGS"  # JSON object of extra LLM(...) keywords, e.g. {"dtype": "float32"}
 )
-TRUNCATE_ATTRIBUTE = "ring_truncate_prompt_tokens"
+TRUNCATE_KEY = "ring_truncate_prompt_tokens"
 RING_ARCHITECTURE = "BailingMoeV2ForCausalLM"
 _LAYER_NAME = re.compile(r"^model\.layers\.(\d+)\.")
 
@@ -172,10 +172,17 @@ def sampling_params(**kwargs: Any) -> Any:
             kwargs["structured_outputs"] = guided
     if profile is not None and not profile.prompt_truncation_in_sampling_params:
         truncate = kwargs.pop("truncate_prompt_tokens", None)
-    params = SamplingParams(**kwargs)
     if truncate is not None and truncate > 0:
-        setattr(params, TRUNCATE_ATTRIBUTE, int(truncate))
-    return params
+        # In extra_args (a real field) so it survives pickling to `trl vllm-serve`'s engine process.
+        kwargs["extra_args"] = {**(kwargs.get("extra_args") or {}), TRUNCATE_KEY: int(truncate)}
+    return SamplingParams(**kwargs)
+
+
+def _pop_truncation(sampling_params: Any) -> int | None:
+    extra = getattr(sampling_params, "extra_args", None)
+    if not extra or TRUNCATE_KEY not in extra:
+        return None
+    return int(extra.pop(TRUNCATE_KEY))
 
 
 def _left_truncated(prompts: Any, keep: int, tokenizer: Any) -> Any:
@@ -275,7 +282,7 @@ def ring_llm_class() -> type:
             super().__init__(*args, **kwargs)
 
         def generate(self, prompts: Any, sampling_params: Any = None, *args: Any, **kwargs: Any) -> Any:
-            keep = getattr(sampling_params, TRUNCATE_ATTRIBUTE, None)
+            keep = _pop_truncation(sampling_params)
             if keep:
                 prompts = _left_truncated(prompts, keep, self.get_tokenizer())
             return super().generate(prompts, sampling_params, *args, **kwargs)
