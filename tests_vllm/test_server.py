@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,8 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
             command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT, env=os.environ
         )
     try:
-        try:
-            client = VLLMClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=600)
-        except Exception:
-            pytest.fail(f"the server did not come up; its log:\n{log.read_text()[-4000:]}")
-        yield client
+        _wait_until_healthy(process, port, log)
+        yield VLLMClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=10)
     finally:
         process.terminate()
         try:
@@ -56,6 +54,23 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _wait_until_healthy(process: subprocess.Popen, port: int, log: Path, timeout_s: float = 600) -> None:
+    """Poll the server's /health/ until it answers; fail at once (with its log) if the process dies."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}; its log:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health/", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(2)
+    pytest.fail(f"the server did not answer within {timeout_s:.0f} s; its log:\n{log.read_text()[-4000:]}")
 
 
 def _trainer_logprobs(model, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:

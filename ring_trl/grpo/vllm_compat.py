@@ -115,47 +115,55 @@ def _add_guided_decoding_alias(module: types.ModuleType) -> None:
         module.GuidedDecodingParams = module.StructuredOutputsParams
 
 
-class _AliasAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Adds the alias the moment `vllm.sampling_params` is first imported (no vLLM import cost before that)."""
+def _add_get_open_port_alias(module: types.ModuleType) -> None:
+    if not hasattr(module, "get_open_port"):
+        from vllm.utils.network_utils import get_open_port
 
-    def __init__(self) -> None:
-        self._spec: importlib.machinery.ModuleSpec | None = None
+        module.get_open_port = get_open_port
+
+
+# Names TRL 0.24 imports from vLLM at import time that later releases moved (module -> fixer).
+_ALIASES = {
+    "vllm.sampling_params": _add_guided_decoding_alias,  # TRL's GRPO trainer and `trl vllm-serve`
+    "vllm.utils": _add_get_open_port_alias,  # `trl vllm-serve`
+}
+
+
+class _AliasAfterImport(importlib.abc.MetaPathFinder):
+    """Adds the aliases the moment each module is first imported (no vLLM import cost before that)."""
 
     def find_spec(
         self, fullname: str, path: Any, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "vllm.sampling_params" or self._spec is not None:
+        if fullname not in _ALIASES:
             return None
-        sys.meta_path.remove(self)  # one-shot: find the real spec, then wrap its loader
+        sys.meta_path.remove(self)  # find the real spec without finding ourselves, then wrap its loader
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
             sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return None
-        self._spec = spec
-        self._real_loader = spec.loader
-        spec.loader = self
+        real_exec = spec.loader.exec_module
+        fixer = _ALIASES[fullname]
+
+        def exec_module(module: types.ModuleType) -> None:
+            real_exec(module)
+            fixer(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        return self._real_loader.create_module(spec)
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        self._real_loader.exec_module(module)
-        _add_guided_decoding_alias(module)
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
 
 
 def install_import_aliases() -> None:
-    """Make `from vllm.sampling_params import GuidedDecodingParams` (TRL 0.24, import time) work on vLLM >= 0.12."""
+    """Make TRL 0.24's import-time vLLM names (`GuidedDecodingParams`, `vllm.utils.get_open_port`) resolve on
+    vLLM >= 0.12. Modules already imported are fixed now, the others when they are first imported."""
     if importlib.util.find_spec("vllm") is None:
         return
-    loaded = sys.modules.get("vllm.sampling_params")
-    if loaded is not None:
-        _add_guided_decoding_alias(loaded)
-    elif not any(isinstance(finder, _AliasAfterImport) for finder in sys.meta_path):
+    for name, fixer in _ALIASES.items():
+        if name in sys.modules:
+            fixer(sys.modules[name])
+    if not any(isinstance(finder, _AliasAfterImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _AliasAfterImport())
 
 
