@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from ring_trl.runtime import use_offline_defaults  # noqa: E402
+from ring_trl.runtime import use_offline_defaults
 
 use_offline_defaults()
 
@@ -104,7 +104,9 @@ def hf_round(model, tokenizer, samples: int, new_tokens: int) -> float:
 def vllm_round(llm, samples: int, new_tokens: int) -> float:
     from vllm import SamplingParams
 
-    params = SamplingParams(n=samples, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=new_tokens, ignore_eos=True)
+    params = SamplingParams(
+        n=samples, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=new_tokens, ignore_eos=True
+    )
     start = time.perf_counter()
     outputs = llm.generate(PROMPTS, params, use_tqdm=False)
     elapsed = time.perf_counter() - start
@@ -123,7 +125,11 @@ def measure(name: str, folder: Path, args: argparse.Namespace) -> dict[str, floa
     params = sum(p.numel() for p in model.parameters()) / 1e6
     start = time.perf_counter()
     llm = ring_llm_class()(
-        model=str(folder), dtype="float32", max_model_len=512, max_num_seqs=len(PROMPTS) * args.samples, seed=0
+        model=str(folder),
+        dtype="float32",
+        max_model_len=512,
+        max_num_seqs=len(PROMPTS) * args.samples,
+        seed=0,
     )
     startup = time.perf_counter() - start
     vllm_round(llm, args.samples, 4)  # warm-up: first-call kernel set-up is not throughput
@@ -149,7 +155,9 @@ def measure(name: str, folder: Path, args: argparse.Namespace) -> dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["tiny", "mid"], choices=["tiny", "mid"])
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt (GRPO's num_generations)")
     parser.add_argument("--new-tokens", type=int, default=32)
