@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import ring_trl  # noqa: F401  (TRL/transformers shims; must precede any TRL import)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
