@@ -70,10 +70,31 @@ def sharpened_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathF
 SHARPEN_FACTOR = 24.0
 
 BATCH = 8
+DISTRIBUTED_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _length_reward(prompts, completions, completion_ids, **_):
     return [float(len(ids) % 4) for ids in completion_ids]
+
+
+def shut_down_engine(trainer) -> None:
+    """Release a colocated engine and the torch.distributed group vLLM opened for it, so the next trainer in
+    this process starts like the first (otherwise accelerate sees a process group and wraps the model in DDP)."""
+    import gc
+
+    from accelerate.state import AcceleratorState
+    from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+    trainer.llm = None
+    gc.collect()
+    destroy_model_parallel()
+    destroy_distributed_environment()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    for key, value in trainer.environment_before.items():  # TRL's colocate set RANK, WORLD_SIZE, MASTER_*...
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +132,21 @@ def make_colocate_trainer():
         dataset = Dataset.from_list(
             [{"prompt": [{"role": "user", "content": f"What is {i} * 3?"}]} for i in range(16)]
         )
+        environment_before = {key: os.environ.get(key) for key in DISTRIBUTED_VARIABLES}
         with engine_options(dtype=engine_dtype, enforce_eager=True, max_num_batched_tokens=512):
-            return IcePopGRPOTrainer(
+            trainer = IcePopGRPOTrainer(
                 model=model,
                 reward_funcs=[_length_reward],
                 args=IcePopGRPOConfig(**settings),
                 train_dataset=dataset,
                 processing_class=tokenizer,
             )
+        trainer.environment_before = environment_before
+        return trainer
 
     return make
+
+
+@pytest.fixture(scope="session")
+def shut_down():
+    return shut_down_engine

@@ -13,7 +13,9 @@ ALPHA, BETA = 0.98, 1.02
 
 
 @pytest.fixture(scope="module")
-def trainer(make_colocate_trainer, sharpened_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def trainer(
+    make_colocate_trainer, shut_down, sharpened_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
     built = make_colocate_trainer(
         sharpened_model_dir,
         tmp_path_factory.mktemp("bf16"),
@@ -25,7 +27,7 @@ def trainer(make_colocate_trainer, sharpened_model_dir: Path, tmp_path_factory: 
         icepop_beta=BETA,
     )
     yield built
-    built.llm = None
+    shut_down(built)
 
 
 def test_bf16_engine_gives_a_masked_fraction_and_logs_the_metrics(trainer) -> None:

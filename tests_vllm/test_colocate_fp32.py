@@ -14,7 +14,7 @@ FP32_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def trainer(make_colocate_trainer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def trainer(make_colocate_trainer, shut_down, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     built = make_colocate_trainer(
         tiny_model_dir,
         tmp_path_factory.mktemp("fp32"),
@@ -26,7 +26,8 @@ def trainer(make_colocate_trainer, tiny_model_dir: Path, tmp_path_factory: pytes
         icepop_beta=5.0,
     )
     built.args.vllm_sync_check = FP32_TOLERANCE  # the self-check runs after every sync and raises on mismatch
-    return built
+    yield built
+    shut_down(built)
 
 
 def test_engine_logprobs_of_sampled_tokens_match_the_trainer(trainer) -> None:
