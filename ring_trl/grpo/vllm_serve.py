@@ -11,16 +11,30 @@ TRL 0.24's `trl vllm-serve` (the server that `vllm_mode: server` talks to) for R
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
-from ring_trl.grpo.vllm_compat import (
+from ring_trl.runtime import UsageError, run_cli, use_offline_defaults
+
+use_offline_defaults()
+
+if importlib.util.find_spec("vllm") is None:
+    MISSING = "vLLM is not installed in this environment; run `make setup-vllm` and use .venv-vllm/bin/python"
+    if __name__ == "__main__":
+        print(f"python -m ring_trl.grpo.vllm_serve: error: {MISSING}", file=sys.stderr)
+        raise SystemExit(2)
+    raise ImportError(MISSING)
+
+from ring_trl.grpo.vllm_compat import (  # noqa: E402
+    UnsupportedVllmError,
     _register_ring_engine_model,
     check_supported_vllm,
     install_import_aliases,
     ring_llm_class,
     sampling_params,
 )
+from ring_trl.model_paths import require_model_folder  # noqa: E402
 
 install_import_aliases()
 
@@ -83,15 +97,20 @@ def server_llm_class() -> type:
     return RingServerLLM
 
 
-def main(argv: list[str] | None = None) -> None:
-    check_supported_vllm()
+def main(argv: list[str] | None = None) -> int:
+    try:
+        check_supported_vllm()
+    except UnsupportedVllmError as error:
+        raise UsageError(str(error)) from error
     serve = importlib.import_module("trl.scripts.vllm_serve")
     serve.LLM = server_llm_class()
     serve.SamplingParams = sampling_params
     parser = serve.make_parser()
     (script_args,) = parser.parse_args_and_config(args=sys.argv[1:] if argv is None else argv)
+    require_model_folder(script_args.model)
     serve.main(script_args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main, prog="python -m ring_trl.grpo.vllm_serve"))
