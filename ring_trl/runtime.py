@@ -24,9 +24,25 @@ class UsageError(Exception):
 
 
 def use_offline_defaults() -> None:
-    """Offline unless the caller's environment already says otherwise; call before importing transformers."""
+    """Offline unless the caller's environment already says otherwise.
+
+    Importing `ring_trl` already imports transformers and huggingface_hub (the TRL shims in ring_trl.compat), and
+    huggingface_hub reads HF_HUB_OFFLINE once, at import. So besides the environment (which child processes and
+    a later `datasets` import read), the flag of an already imported huggingface_hub is switched too.
+    """
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None and _is_true(os.environ["HF_HUB_OFFLINE"]):
+        hub_constants.HF_HUB_OFFLINE = True
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None and _is_true(os.environ["HF_DATASETS_OFFLINE"]):
+        datasets_config.HF_HUB_OFFLINE = True
+        datasets_config.HF_DATASETS_OFFLINE = True
+
+
+def _is_true(value: str) -> bool:
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "") -> int:
