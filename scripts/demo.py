@@ -175,15 +175,25 @@ def _log_history(run_dir: Path) -> list[dict]:
     return json.loads(state.read_text()).get("log_history", []) if state.exists() else []
 
 
-def _first_last(history: list[dict], key: str, window: int = 1) -> tuple[float, float] | None:
-    """The metric's mean over the first and the last `window` logged steps (RL rewards are noisy per step)."""
-    values = [
+def _step_values(history: list[dict], key: str) -> list[float]:
+    return [
         row[key] for row in history if isinstance(row.get(key), (int, float)) and "train_runtime" not in row
     ]
+
+
+def _first_last(history: list[dict], key: str, window: int = 1) -> tuple[float, float] | None:
+    """The metric's mean over the first and the last `window` logged steps (RL rewards are noisy per step)."""
+    values = _step_values(history, key)
     if not values:
         return None
     window = max(1, min(window, len(values) // 2 or 1))
     return sum(values[:window]) / window, sum(values[-window:]) / window
+
+
+def _run_mean(history: list[dict], key: str) -> float | None:
+    """The metric's mean over every logged step (a first/last window capped at half the steps is not that)."""
+    values = _step_values(history, key)
+    return sum(values) / len(values) if values else None
 
 
 def summary(timings: dict[str, float]) -> dict:
@@ -205,7 +215,7 @@ def summary(timings: dict[str, float]) -> dict:
         "sft_loss_first_last": _first_last(sft, "loss", window=4),
         "grpo_reward_first_last": _first_last(grpo, "reward", window=4),
         "icepop_masked_frac_first_last": _first_last(grpo, "icepop/masked_frac", window=4),
-        "icepop_masked_frac_mean": _first_last(grpo, "icepop/masked_frac", window=10**6),
+        "icepop_masked_frac_mean": _run_mean(grpo, "icepop/masked_frac"),
         "plots": plots,
     }
     (REPO / OUT / "summary.json").write_text(json.dumps(result, indent=2))
@@ -226,8 +236,8 @@ def print_summary(result: dict) -> None:
     masked = result["icepop_masked_frac_mean"]
     print(
         f"IcePop masked {_fmt_pair(result['icepop_masked_frac_first_last'])} (first / last 4 steps); "
-        f"{masked[0] * 1000:.2f} per mille of completion tokens over the run"
-        if masked
+        f"{masked * 1000:.2f} per mille of completion tokens over the run"
+        if masked is not None
         else "IcePop masked n/a"
     )
     print(

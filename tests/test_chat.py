@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -130,30 +128,30 @@ def test_folder_without_tokenizer_files_is_refused_before_loading(
     assert "tokenizer.json" in capsys.readouterr().err
 
 
-def _chat(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    return subprocess.run(
-        [sys.executable, "-m", "ring_trl.chat", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,  # the CLI must be offline by itself
-        timeout=300,
-    )
+def _chat(
+    args: list[str], stdin: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The CLI in this process (the README test runs it as a fresh process, offline by itself)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert run_cli(main, args, prog=PROG) == 0, capsys.readouterr().err[-2000:]
+    return capsys.readouterr().out
 
 
-def test_cli_interactive_turns_reset_and_exit(tiny_model_dir: Path) -> None:
-    result = _chat(
+def test_cli_interactive_turns_reset_and_exit(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _chat(
         [str(tiny_model_dir), "--max-new-tokens", "6", "--seed", "0"],
-        stdin="Hi\n/reset\nWhat is 1 + 1?\n/exit\n",
+        "Hi\n/reset\nWhat is 1 + 1?\n/exit\nnever read\n",
+        capsys,
+        monkeypatch,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("[thinking]") == 2 and "(new conversation)" in result.stdout
-    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+    assert out.count("[thinking]") == 2 and "(new conversation)" in out and "\x1b[" not in out
 
 
-def test_cli_talks_to_a_lora_adapter_folder_on_its_base(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_talks_to_a_lora_adapter_folder_on_its_base(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -163,6 +161,6 @@ def test_cli_talks_to_a_lora_adapter_folder_on_its_base(tiny_model_dir: Path, tm
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         tiny_model_dir
     )
-    result = _chat([str(adapter), "--prompt", "Hi", "--prompt", "More?", "--max-new-tokens", "4", "--greedy"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("you> ") == 2 and result.stdout.count("[thinking]") == 2
+    args = [str(adapter), "--prompt", "Hi", "--prompt", "More?", "--max-new-tokens", "4", "--greedy"]
+    out = _chat(args, "", capsys, monkeypatch)  # EOF on stdin: scripted turns never read it
+    assert out.count("you> ") == 2 and out.count("[thinking]") == 2

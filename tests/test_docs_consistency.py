@@ -40,8 +40,8 @@ class Snippet:
 
 def _markdown_code(path: Path) -> list[Snippet]:
     text = path.read_text(encoding="utf-8")
-    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
-    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M)
+    fenced = [block for _, block in re.findall(r"^( *)```[^\n]*\n(.*?)^\1```", text, flags=re.S | re.M)]
+    prose = re.sub(r"^( *)```[^\n]*\n.*?^\1```", "", text, flags=re.S | re.M)
     inline = re.findall(r"`([^`\n]+)`", prose)
     return [Snippet(path, block) for block in fenced] + [Snippet(path, span) for span in inline]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def _sections(text: str) -> list[tuple[str, str]]:
 
 
 def _blocks(body: str) -> list[tuple[str, str]]:
-    return re.findall(r"^```(\w*)\n(.*?)^```", body, flags=re.S | re.M)
+    """(language, text) of each fenced block, also those indented inside a list item."""
+    found = re.findall(r"^( *)```(\w*)\n(.*?)^\1```", body, flags=re.S | re.M)
+    return [(language, textwrap.dedent(text)) for _, language, text in found]
 
 
 def _commands(block: str) -> list[str]:
@@ -119,13 +122,12 @@ def _match(table: dict, text: str) -> object | None:
     return next((value for prefix, value in table.items() if text.startswith(prefix)), None)
 
 
-def _rlvr_folder(clone: Path, tiny_model: Path) -> Path:
-    """The README's RLVR example files, verbatim except the model path."""
+def _write_rlvr_example(folder: Path, tiny_model: str) -> Path:
+    """The README's RLVR example files in `folder` (the README puts them in the kit's root), verbatim except the
+    model path."""
     section = next(
         body for heading, body in _sections(README.read_text(encoding="utf-8")) if "RLVR" in heading
     )
-    folder = clone / "my_task"
-    folder.mkdir(exist_ok=True)
     written = set()
     for language, block in _blocks(section):
         if language in RLVR_FILES:
@@ -162,15 +164,15 @@ def test_readme_command_works_as_written(
     assert demo_in_fresh_clone.returncode == 0, "make demo failed: " + demo_in_fresh_clone.stdout[-3000:]
     expect = _match(NEEDS_WEIGHTS, command.text) or _match(OTHER_OUTCOMES, command.text) or Expect()
     assert isinstance(expect, Expect)
-    cwd, text = fresh_clone, command.text
+    text = command.text
     if text.startswith(RLVR_COMMAND):
-        cwd = _rlvr_folder(fresh_clone, fresh_clone / "models" / "ring-tiny")
+        _write_rlvr_example(fresh_clone, "models/ring-tiny")
         text = " ".join([text.split("#", 1)[0].strip(), *RLVR_SHORT_RUN])
     # A new shell per command; "activated" as the README said earlier (the activation is per shell).
     script = f"source {fresh_clone / '.venv' / 'bin' / 'activate'} && {text}" if command.activated else text
     result = subprocess.run(
         ["bash", "-c", script],
-        cwd=cwd,
+        cwd=fresh_clone,
         input=STDIN,
         capture_output=True,
         text=True,
@@ -210,7 +212,7 @@ def test_the_preflight_transcript_in_the_readme_is_what_make_prints(fresh_clone:
 
 def test_rlvr_example_files_are_valid(tmp_path: Path) -> None:
     """Cheap checks of the example itself, so a broken snippet fails fast (the run above is slow)."""
-    folder = _rlvr_folder(tmp_path, tmp_path / "ring-tiny")
+    folder = _write_rlvr_example(tmp_path, "models/ring-tiny")
     rows = [json.loads(line) for line in (folder / "my_task.jsonl").read_text().splitlines() if line.strip()]
     assert rows and all({"prompt", "answer"} <= set(row) for row in rows)
     compile((folder / "my_task.py").read_text(), "my_task.py", "exec")
