@@ -59,14 +59,34 @@ def snippets() -> list[Snippet]:
     return [Snippet(s.source, s.text.replace("\\\n", " ")) for s in found]  # join continued shell lines
 
 
+def _variables(text: str) -> set[str]:
+    return set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", text))
+
+
+def _with_indirect(names: set[str], defined: dict[str, set[str]]) -> set[str]:
+    """`names` plus every variable their global definitions read, transitively (DATA_STRICT reads STRICT)."""
+    found, todo = set(names), list(names)
+    while todo:
+        for name in defined.get(todo.pop(), set()) - found:
+            found.add(name)
+            todo.append(name)
+    return found
+
+
 @cache
 def make_rules() -> dict[str, set[str]]:
-    """Makefile target -> the make variables its rule reads (its recipe lines and target-specific assignments)."""
+    """Makefile target -> the make variables its rule reads (its recipe lines, target-specific assignments and the
+    global variables those read)."""
+    text = (REPO_ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    defined = {
+        name: _variables(value)
+        for name, value in re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:?+]?=(.*)$", text, flags=re.M)
+    }
     rules: dict[str, set[str]] = {}
     current: str | None = None
-    for line in (REPO_ROOT / "Makefile").read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if line.startswith("\t") and current:
-            rules[current] |= set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", line))
+            rules[current] |= _variables(line)
             continue
         match = re.match(r"^([a-z][a-z0-9-]*)\s*:(?!=)(.*)$", line)
         if not match:
@@ -75,8 +95,8 @@ def make_rules() -> dict[str, set[str]]:
         current = match.group(1)
         rules.setdefault(current, set())
         if "=" in match.group(2):  # `target: VAR = ...` reads the variables on its right-hand side
-            rules[current] |= set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", match.group(2)))
-    return rules
+            rules[current] |= _variables(match.group(2))
+    return {target: _with_indirect(names, defined) for target, names in rules.items()}
 
 
 def make_calls() -> list[tuple[Snippet, str, dict[str, str]]]:
@@ -135,6 +155,19 @@ def test_every_documented_recipe_exists() -> None:
     assert not missing, missing
 
 
+# Paths in docs are relative to the repository root, or (in recipe snippets) to a recipe's folder.
+PATH_BASES = (
+    REPO_ROOT,
+    REPO_ROOT / "recipes",
+    REPO_ROOT / "recipes" / "grpo",
+    REPO_ROOT / "recipes" / "export",
+)
+
+
+def _exists(base: Path, path: str) -> bool:
+    return any(base.glob(path.rstrip("/"))) if "*" in path else (base / path).exists()
+
+
 def test_every_documented_repository_path_exists() -> None:
     missing = []
     pattern = rf"(?<![\w./-])((?:{'|'.join(SOURCE_ROOTS)})/[\w./*-]*[\w*/])"
@@ -142,7 +175,7 @@ def test_every_documented_repository_path_exists() -> None:
         for path in re.findall(pattern, snippet.text):
             if PLACEHOLDER.search(path):
                 continue
-            if not (any(REPO_ROOT.glob(path.rstrip("/"))) if "*" in path else (REPO_ROOT / path).exists()):
+            if not any(_exists(base, path) for base in PATH_BASES):
                 missing.append(f"{snippet}: {path}")
     assert not missing, missing
 
