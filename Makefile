@@ -32,7 +32,7 @@ VLLM_OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TO
                 VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_ENABLE_V1_MULTIPROCESSING=0
 
 .PHONY: help setup test test-fast lint format demo tiny-model prepare-model sft export check-recipes data data-rlvr grpo \
-        eval bench lock clean setup-vllm test-vllm
+        eval chat bench lock clean setup-vllm test-vllm
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,17 +71,17 @@ prepare-model: setup ## Use our model code for a checkpoint: make prepare-model 
 	$(OFFLINE) $(PY) -m ring_trl.models.prepare $(MODEL) $(if $(OUT),--output $(OUT)) $(ARGS)
 
 # Recipe names use dashes (ring-mini-lora); the older underscore spelling (ring_mini_lora) is accepted too.
+# llamafactory-cli in .venv runs the SFT pre-flight itself (ring_trl/llamafactory/cli_hook.py, installed by setup):
+# a missing model, dataset or misspelt key stops it with one line per problem and exit 2, by hand or via make.
 sft: NAME = $(subst _,-,$(or $(RECIPE),tiny-lora))
 sft: setup ## Run an SFT recipe with llamafactory-cli: make sft RECIPE=tiny-lora ARGS="max_steps=20"
 	@test -f recipes/$(NAME).yaml || { echo "no recipe recipes/$(NAME).yaml; try: $$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	@if grep -q "$(TINY)" recipes/$(NAME).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
-	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/$(NAME).yaml $(ARGS)
 	$(OFFLINE) $(VENV)/bin/llamafactory-cli train recipes/$(NAME).yaml $(ARGS)
 
 export: NAME = $(subst _,-,$(or $(RECIPE),tiny-merge))
 export: setup ## Merge a LoRA adapter / export a model: make export RECIPE=tiny-merge
 	@test -f recipes/export/$(NAME).yaml || { echo "no recipe recipes/export/$(NAME).yaml; try: $$(ls recipes/export/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
-	$(OFFLINE) $(PY) -m ring_trl.llamafactory.preflight recipes/export/$(NAME).yaml $(ARGS)
 	$(OFFLINE) $(VENV)/bin/llamafactory-cli export recipes/export/$(NAME).yaml $(ARGS)
 
 check-recipes: setup ## Parse every SFT recipe with LLaMA-Factory's own argument parser
@@ -113,6 +113,10 @@ eval: setup ## Evaluate a model on a benchmark file: make eval MODEL=<folder> DA
 	@if [ "$(MODEL)" = "$(TINY)" ] && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
 	$(OFFLINE) $(PY) -m ring_trl.eval $(ARGS) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) \
 	  $(if $(N),--n $(N)) $(if $(K),--k $(K))
+
+chat: setup ## Talk to a model: make chat MODEL=outputs/demo/grpo/final [ARGS='--prompt "What is 2 + 3?"'] (default: the tiny model)
+	@if [ -z "$(MODEL)" ] && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
+	@$(OFFLINE) $(PY) -m ring_trl.chat $(or $(MODEL),$(TINY)) $(ARGS)
 
 bench: setup ## CPU-sized benchmarks (expert layer, data pipeline, IcePop overhead); GPU ones in bench/
 	@[ -f $(TINY)/config.json ] || $(MAKE) --no-print-directory tiny-model

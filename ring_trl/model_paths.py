@@ -17,6 +17,11 @@ KNOWN_HUB_IDS: dict[str, str] = {
 }
 PER_EXPERT_SUFFIX = "-per-expert"
 TINY_MODEL_DIR = Path("models/ring-tiny")
+# What AutoTokenizer needs to load a Ring tokenizer as is: its config, plus the fast vocabulary (every Ring
+# checkpoint ships tokenizer.json) or a sentencepiece model. Without them transformers tries to convert a slow
+# tokenizer and fails with "You need to have sentencepiece or tiktoken installed", which names neither file.
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 def download_hint(model_dir: Path) -> str:
@@ -58,3 +63,19 @@ def require_model_folder(value: str | Path, base_dir: Path | None = None) -> Pat
     if not (path / "config.json").is_file():
         raise UsageError(f"{text} has no config.json; {download_hint(Path(text))}")
     return path
+
+
+def missing_tokenizer_files(model_dir: Path) -> list[str]:
+    """The tokenizer files `model_dir` lacks (empty when AutoTokenizer can load it); broken symlinks count as missing."""
+    missing = [] if (model_dir / TOKENIZER_CONFIG_FILE).is_file() else [TOKENIZER_CONFIG_FILE]
+    if not any((model_dir / name).is_file() for name in TOKENIZER_VOCAB_FILES):
+        missing.append(" or ".join(TOKENIZER_VOCAB_FILES))
+    return missing
+
+
+def missing_tokenizer_message(value: str | Path, model_dir: Path) -> str | None:
+    """One line naming the missing tokenizer files of `model_dir`, or None when they are all there."""
+    missing = missing_tokenizer_files(model_dir)
+    if not missing:
+        return None
+    return f"{value} has no tokenizer files ({', '.join(missing)} missing); {download_hint(Path(str(value)))}"

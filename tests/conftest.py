@@ -49,3 +49,66 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=REPO_ROOT,
     )
     return out
+
+
+def _setup_key(root: Path) -> str:
+    """The key scripts/setup_env.sh stamps into .venv (a hash of the requirement and set-up files)."""
+    import hashlib
+
+    files = ("requirements.txt", "requirements.lock", "pyproject.toml", "scripts/setup_env.sh")
+    return hashlib.sha256(b"".join((root / name).read_bytes() for name in files)).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository as a fresh clone of the working tree: every file git tracks or would track (uncommitted
+    edits included), nothing it ignores (no models/, outputs/, saves/). `.venv` links to the existing one, whose
+    set-up stamp must be current: otherwise `make` would reinstall from the copy and repoint the editable install.
+    """
+    import shutil
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: cannot tell which files a fresh clone has")
+    stamp = REPO_ROOT / ".venv" / ".setup-stamp"
+    if not stamp.is_file() or stamp.read_text().strip() != _setup_key(REPO_ROOT):
+        pytest.fail(".venv is older than the requirement/set-up files: run `make setup` first")
+    clone = tmp_path_factory.mktemp("fresh") / "ring-recipes"
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    (clone / ".venv").symlink_to(REPO_ROOT / ".venv")
+    return clone
+
+
+def user_shell_env() -> dict[str, str]:
+    """A new terminal's environment: no offline switches, no activated .venv (the README must cope with that)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "VIRTUAL_ENV", "PYTHONPATH")
+    }
+    venv_bin = str(REPO_ROOT / ".venv" / "bin")
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    return env
+
+
+@pytest.fixture(scope="session")
+def demo_in_fresh_clone(fresh_clone: Path) -> subprocess.CompletedProcess[str]:
+    """`make demo` exactly as the README says, in the fresh clone (shared by the demo and README tests)."""
+    return subprocess.run(
+        ["make", "demo"],
+        cwd=fresh_clone,
+        env=user_shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )

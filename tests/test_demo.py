@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_reports_sane_numbers(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    env = {**os.environ, "RING_DEMO_OUT": str(out), "RING_DEMO_TINY": str(tmp_path / "ring-tiny")}
-    result = subprocess.run(
-        [sys.executable, "scripts/demo.py"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def test_demo_runs_every_stage_and_reports_sane_numbers(
+    fresh_clone: Path, demo_in_fresh_clone: subprocess.CompletedProcess[str]
+) -> None:
+    """`make demo` as the README says, in a fresh clone (tests/conftest.py), outputs under outputs/demo."""
+    result = demo_in_fresh_clone
+    out = fresh_clone / "outputs" / "demo"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "=== Demo summary ===" in result.stdout
 
@@ -45,7 +36,7 @@ def test_demo_runs_every_stage_and_reports_sane_numbers(tmp_path: Path) -> None:
 
     grpo_state = json.loads((out / "grpo" / "trainer_state.json").read_text())
     steps = [row for row in grpo_state["log_history"] if "reward" in row]
-    assert len(steps) == 30
+    assert len(steps) == 8
     for key in (
         "icepop/masked_frac",
         "icepop/masked_frac_low",
@@ -64,3 +55,21 @@ def test_demo_runs_every_stage_and_reports_sane_numbers(tmp_path: Path) -> None:
         assert json.loads((out / "eval" / run / "summary.json").read_text())["metrics"]["pass@1"] >= 0.0
     assert "| metric | base | grpo |" in summary["eval_compare"]
     assert "| pass@1 |" in result.stdout and "base -> grpo" in result.stdout
+
+# Third-party messages that are either fixed at their cause or hidden by the kit (README, "Troubleshooting").
+KNOWN_NOISE = (
+    "Failed to load CPU gemm_4bit_forward",
+    "Setting accelerator to CPU",
+    "Failed to initialize NumPy",
+    "'pin_memory' argument is set as true but no accelerator is found",
+)
+
+
+@pytest.mark.slow
+def test_demo_shows_none_of_the_known_third_party_noise(
+    fresh_clone: Path, demo_in_fresh_clone: subprocess.CompletedProcess[str]
+) -> None:
+    texts = {"make demo": demo_in_fresh_clone.stdout + demo_in_fresh_clone.stderr}
+    texts |= {log.name: log.read_text() for log in (fresh_clone / "outputs" / "demo" / "logs").glob("*.log")}
+    found = [f"{name}: {noise}" for name, text in texts.items() for noise in KNOWN_NOISE if noise in text]
+    assert len(texts) > 5 and not found, found

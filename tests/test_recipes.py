@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from ring_trl.llamafactory.preflight import check_recipe, load_recipe
+from ring_trl.models.prepare import PrepareError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -92,8 +94,9 @@ def test_preflight_cli_fails_clearly_for_a_missing_model(tmp_path: Path) -> None
         text=True,
         cwd=REPO,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "download the model first: `huggingface-cli download inclusionAI/Ring-mini-2.0`" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_tiny_recipes_pass_preflight_with_the_tiny_model(tiny_model_dir: Path) -> None:
@@ -133,3 +136,80 @@ def test_preflight_refuses_qlora_on_fused_experts(tiny_model_dir: Path, tmp_path
     (per_expert / "config.json").unlink()
     (per_expert / "config.json").write_text(json.dumps({**config, "expert_layout": "per_expert"}))
     assert check_recipe(load_recipe(qlora, [f"model_name_or_path={per_expert}"], repo_root=REPO)) == []
+
+
+def _llamafactory_refusal(args: dict, command: str) -> str:
+    """The ValueError LLaMA-Factory's own parser raises for these arguments (train: run_exp, export: export_model)."""
+    from llamafactory.hparams.parser import _INFER_ARGS, _TRAIN_ARGS
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(_INFER_ARGS if command == "export" else _TRAIN_ARGS)
+    with pytest.raises(ValueError, match="Some keys are not used") as refused:
+        parser.parse_dict(args)
+    return str(refused.value)
+
+
+def test_preflight_reports_unknown_keys_exactly_as_llamafactory(tmp_path: Path) -> None:
+    """Typos in the recipe and in a key=value override: the same keys, in LLaMA-Factory's own words."""
+    args = yaml.safe_load((REPO / "recipes" / "tiny-lora.yaml").read_text())
+    args["lora_rnak"] = args.pop("lora_rank")
+    args["templte"] = args.pop("template")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(args))
+    recipe = load_recipe(typo, ["cutoff_length=1024"], repo_root=REPO)
+    refusal = _llamafactory_refusal(recipe.args, "train")
+    problems = check_recipe(recipe, check_inputs=False)
+    assert [p for p in problems if "HfArgumentParser" in p] == [
+        f"{typo}: {refusal} (did you mean: cutoff_length -> cutoff_len, lora_rnak -> lora_rank, templte -> template)"
+    ]
+
+
+def test_preflight_checks_export_recipes_against_the_export_parser(tmp_path: Path) -> None:
+    """`llamafactory-cli export` parses fewer dataclasses: training keys are unknown there."""
+    recipe = load_recipe(
+        REPO / "recipes" / "export" / "tiny-merge.yaml", ["num_train_epochs=3"], repo_root=REPO
+    )
+    refusal = _llamafactory_refusal(recipe.args, "export")
+    assert [p for p in check_recipe(recipe, check_inputs=False) if "HfArgumentParser" in p] == [
+        f"{recipe.path}: {refusal}"
+    ]
+
+
+def test_allow_extra_args_switches_the_key_check_off_as_in_llamafactory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recipe = load_recipe(REPO / "recipes" / "tiny-lora.yaml", ["lora_rnak=8"], repo_root=REPO)
+    assert any("lora_rnak" in p for p in check_recipe(recipe, check_inputs=False))
+    monkeypatch.setenv("ALLOW_EXTRA_ARGS", "1")
+    assert check_recipe(recipe, check_inputs=False) == []
+
+
+def _without_tokenizer(tiny_model_dir: Path, target: Path) -> Path:
+    shutil.copytree(tiny_model_dir, target)
+    (target / "tokenizer.json").unlink()
+    return target
+
+
+def test_preflight_refuses_a_model_folder_without_tokenizer_files(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Otherwise LLaMA-Factory fails minutes later with "You need to have sentencepiece or tiktoken installed"."""
+    folder = _without_tokenizer(tiny_model_dir, tmp_path / "ring-tiny")
+    problems = check_recipe(
+        load_recipe(REPO / "recipes" / "tiny-lora.yaml", [f"model_name_or_path={folder}"])
+    )
+    assert (
+        len(problems) == 1 and "no tokenizer files (tokenizer.json or tokenizer.model missing)" in problems[0]
+    )
+    assert "make tiny-model" in problems[0]
+
+
+def test_prepare_model_refuses_a_checkpoint_without_tokenizer_files(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    downloaded = _without_tokenizer(tiny_model_dir, tmp_path / "download")
+    with pytest.raises(
+        PrepareError, match=r"no tokenizer files \(tokenizer.json or tokenizer.model missing\)"
+    ):
+        prepare(str(downloaded), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()

@@ -170,7 +170,7 @@ def test_deepspeed_zero2_and_zero3_lora_on_cpu_agree(tiny_model_dir: Path, tmp_p
         out = tmp_path / stage
         llamafactory(
             "train",
-            f"tiny_lora_ds_{stage}",
+            f"tiny-lora-ds-{stage}",
             {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 4},
             processes=2,
         )

@@ -1,8 +1,10 @@
-"""Pre-flight check of a LLaMA-Factory recipe: every file it names exists, before minutes of start-up are spent.
+"""Pre-flight check of a LLaMA-Factory recipe: every file it names exists and every key is one LLaMA-Factory knows,
+before minutes of start-up are spent.
 
 `python -m ring_trl.llamafactory.preflight recipes/<name>.yaml [key=value ...]` exits 0 when the recipe can start,
-1 with one line per problem otherwise. It never loads a model. The most common problem it catches: a real-model
-recipe whose prepared folder is missing ("download the model first").
+2 with one line per problem otherwise. It never loads a model and never touches the network. The most common
+problem it catches: a real-model recipe whose prepared folder is missing ("download the model first"). The same
+check runs inside `llamafactory-cli train|export <recipe>` in this kit's .venv (ring_trl/llamafactory/cli_hook.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 import yaml
 
 from data_prep.manifest import check_dataset_file
-from ring_trl.model_paths import download_hint, missing_model_message
+from ring_trl.llamafactory.arg_keys import unknown_keys_problem
+from ring_trl.model_paths import download_hint, missing_model_message, missing_tokenizer_message
+from ring_trl.runtime import use_offline_defaults
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
 # Templates that only exist once our tokenizer hook has run (see ring_trl/llamafactory/hook.py).
@@ -82,6 +86,9 @@ def check_model(recipe: Recipe) -> list[str]:
         problems.append(
             f"{recipe.path}: {value} has broken weight symlinks (HF cache moved?); re-run prepare"
         )
+    tokenizer_problem = missing_tokenizer_message(value, model_dir)
+    if tokenizer_problem:
+        problems.append(f"{recipe.path}: {tokenizer_problem}")
     if recipe.args.get("quantization_bit") and (model_dir / "config.json").is_file():
         layout = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get(
             "expert_layout", "fused"
@@ -158,28 +165,44 @@ def check_adapters(recipe: Recipe) -> list[str]:
     return problems
 
 
-def check_recipe(recipe: Recipe, check_inputs: bool = True) -> list[str]:
+def recipe_command(recipe: Recipe) -> str:
+    """The llamafactory-cli command a recipe is for: export recipes name an export_dir."""
+    return "export" if "export_dir" in recipe.args else "train"
+
+
+def check_keys(recipe: Recipe, command: str | None = None) -> list[str]:
+    """Keys LLaMA-Factory's parser would refuse, reported with its own message (plus the closest known key)."""
+    problem = unknown_keys_problem(list(recipe.args), command or recipe_command(recipe))
+    return [f"{recipe.path}: {problem}"] if problem else []
+
+
+def check_recipe(recipe: Recipe, check_inputs: bool = True, command: str | None = None) -> list[str]:
     """All problems found; `check_inputs=False` skips what a previous step produces (model folder, adapter)."""
-    problems = check_datasets(recipe) + check_deepspeed(recipe)
+    problems = check_keys(recipe, command) + check_datasets(recipe) + check_deepspeed(recipe)
     if check_inputs:
         problems = check_model(recipe) + check_template(recipe) + check_adapters(recipe) + problems
     return problems
 
 
+def preflight_problems(path: str | Path, overrides: list[str], command: str | None = None) -> list[str]:
+    """Every problem of a recipe file plus overrides, a recipe that cannot be read included (one line each)."""
+    try:
+        recipe = load_recipe(path, overrides)
+    except (FileNotFoundError, ValueError) as error:
+        return [str(error)]
+    return check_recipe(recipe, command=command)
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_offline_defaults()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    try:
-        recipe = load_recipe(argv[0], argv[1:])
-    except (FileNotFoundError, ValueError) as error:
-        print(f"preflight: {error}", file=sys.stderr)
-        return 1
-    problems = check_recipe(recipe)
+    problems = preflight_problems(argv[0], argv[1:])
     for problem in problems:
         print(f"preflight: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return 2 if problems else 0
 
 
 if __name__ == "__main__":

@@ -2,16 +2,22 @@
 
 `python -m ring_trl.llamafactory.render recipes/<name>.yaml [key=value ...] [--rows N]` prints, per row, the text
 the model sees and the parts that carry loss, so a chat-format mistake is visible before any GPU time is spent.
-The same function backs the chat-format tests (tests/test_chat_format.py).
+The recipe passes the SFT pre-flight first (a missing model is one line, exit 2); LLaMA-Factory's logs are
+silenced, so the rows are all it prints. The same function backs the chat-format tests (tests/test_chat_format.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from ring_trl.llamafactory.preflight import load_recipe, preflight_problems
+from ring_trl.runtime import UsageError, run_cli, use_offline_defaults
 
 IGNORE_INDEX = -100
 
@@ -78,16 +84,34 @@ def trained_spans(labels: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ring_trl.llamafactory.preflight import load_recipe
+def _quiet_llamafactory() -> None:
+    """Only the rendered rows on the screen: LLaMA-Factory's and transformers' INFO logs and progress bars off."""
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # read when llamafactory is first imported
+    import datasets
+    import transformers
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    use_offline_defaults()
+    parser = argparse.ArgumentParser(
+        prog="python -m ring_trl.llamafactory.render", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*", help="key=value, as for llamafactory-cli")
     parser.add_argument("--rows", type=int, default=2)
     options = parser.parse_args(argv)
+    problems = preflight_problems(options.recipe, options.overrides, command="train")
+    if problems:
+        raise UsageError("; ".join(problems))
     recipe = load_recipe(options.recipe, options.overrides)
-    tokenizer, rows = render_with_llamafactory(recipe.args, max_rows=options.rows)
+    _quiet_llamafactory()
+    with contextlib.redirect_stdout(io.StringIO()):  # LLaMA-Factory prints its first "training example"
+        tokenizer, rows = render_with_llamafactory(recipe.args, max_rows=options.rows)
     for number, row in enumerate(rows):
         print(f"===== row {number}: {len(row.input_ids)} tokens")
         print(tokenizer.decode(row.input_ids, skip_special_tokens=False))
@@ -99,4 +123,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, prog="render"))

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ring_trl.model_paths import missing_tokenizer_files
 from ring_trl.models.files import MODEL_CODE_FILES, auto_map_for, copy_model_code, write_folder_atomically
 
 CHAT_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "chat_templates"
@@ -145,6 +146,12 @@ def prepare(
     config_path = source / "config.json"
     config = read_json(config_path)
     check_config(config, config_path)
+    missing_tokenizer = missing_tokenizer_files(source)
+    if missing_tokenizer:
+        raise PrepareError(
+            f"{source}: no tokenizer files ({', '.join(missing_tokenizer)} missing); "
+            "download the complete checkpoint (weights and tokenizer) and prepare again"
+        )
     if chat_format is not None and chat_format not in chat_formats():
         raise PrepareError(f"unknown chat format {chat_format!r}; choose one of {chat_formats()}")
     if expert_layout is not None and expert_layout not in EXPERT_LAYOUTS:
