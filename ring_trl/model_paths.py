@@ -65,6 +65,18 @@ def require_model_folder(value: str | Path, base_dir: Path | None = None) -> Pat
     return path
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
+
+
+def missing_weights_message(value: str | Path, model_dir: Path) -> str | None:
+    """One line when `model_dir` has no weight files or its weight symlinks are broken, else None."""
+    if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        return f"{value} has no weight files (*.safetensors); {download_hint(Path(str(value)))}"
+    if not all(path.exists() for path in model_dir.glob("*.safetensors")):
+        return f"{value} has broken weight symlinks (HF cache moved?); re-run `make prepare-model`"
+    return None
+
+
 def missing_tokenizer_files(model_dir: Path) -> list[str]:
     """The tokenizer files `model_dir` lacks (empty when AutoTokenizer can load it); broken symlinks count as missing."""
     missing = [] if (model_dir / TOKENIZER_CONFIG_FILE).is_file() else [TOKENIZER_CONFIG_FILE]

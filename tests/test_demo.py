@@ -56,6 +56,7 @@ def test_demo_runs_every_stage_and_reports_sane_numbers(
     assert "| metric | base | grpo |" in summary["eval_compare"]
     assert "| pass@1 |" in result.stdout and "base -> grpo" in result.stdout
 
+
 # Third-party messages that are either fixed at their cause or hidden by the kit (README, "Troubleshooting").
 KNOWN_NOISE = (
     "Failed to load CPU gemm_4bit_forward",

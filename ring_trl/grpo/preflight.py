@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ring_trl.grpo.recipe import GRPORecipe, RecipeError, load_recipe
-from ring_trl.model_paths import download_hint, require_model_folder
+from ring_trl.model_paths import missing_tokenizer_message, missing_weights_message, require_model_folder
 from ring_trl.runtime import UsageError, run_cli, use_offline_defaults
 
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 # Reward parameters TRL fills itself; every other parameter without a default must be a dataset column.
 TRL_REWARD_ARGUMENTS = frozenset({"prompts", "completions", "completion_ids", "trainer_state"})
 
@@ -64,18 +62,8 @@ def check_model_folder(recipe: GRPORecipe) -> tuple[Path | None, list[str]]:
     except UsageError as error:
         hint = _relative_hint(recipe, recipe.model_name_or_path)
         return None, [f"{where}: model_name_or_path: {error}{hint}"]
-    problems = []
-    if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        problems.append(
-            f"{where}: model_name_or_path: {model_dir} has no weight files (*.safetensors); "
-            f"{download_hint(model_dir)}"
-        )
-    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        problems.append(
-            f"{where}: model_name_or_path: {model_dir} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
-            f"copy them from the downloaded checkpoint or re-run prepare: {download_hint(model_dir)}"
-        )
-    return model_dir, problems
+    found = (missing_weights_message(model_dir, model_dir), missing_tokenizer_message(model_dir, model_dir))
+    return model_dir, [f"{where}: model_name_or_path: {problem}" for problem in found if problem]
 
 
 def load_tokenizer(recipe: GRPORecipe, model_dir: Path) -> tuple[Any, list[str]]:

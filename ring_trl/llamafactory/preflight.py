@@ -19,10 +19,14 @@ import yaml
 
 from data_prep.manifest import check_dataset_file
 from ring_trl.llamafactory.arg_keys import unknown_keys_problem
-from ring_trl.model_paths import download_hint, missing_model_message, missing_tokenizer_message
+from ring_trl.model_paths import (
+    download_hint,
+    missing_model_message,
+    missing_tokenizer_message,
+    missing_weights_message,
+)
 from ring_trl.runtime import use_offline_defaults
 
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
 # Templates that only exist once our tokenizer hook has run (see ring_trl/llamafactory/hook.py).
 HOOKED_TEMPLATES = {"ring_v2_sft"}
 
@@ -78,17 +82,9 @@ def check_model(recipe: Recipe) -> list[str]:
     problems = []
     if not (model_dir / "config.json").is_file():
         problems.append(f"{recipe.path}: {value} has no config.json; {download_hint(Path(value))}")
-    if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        problems.append(
-            f"{recipe.path}: {value} has no weight files (*.safetensors); {download_hint(Path(value))}"
-        )
-    elif not all(p.exists() for p in model_dir.glob("*.safetensors")):
-        problems.append(
-            f"{recipe.path}: {value} has broken weight symlinks (HF cache moved?); re-run prepare"
-        )
-    tokenizer_problem = missing_tokenizer_message(value, model_dir)
-    if tokenizer_problem:
-        problems.append(f"{recipe.path}: {tokenizer_problem}")
+    for problem in (missing_weights_message(value, model_dir), missing_tokenizer_message(value, model_dir)):
+        if problem:
+            problems.append(f"{recipe.path}: {problem}")
     if recipe.args.get("quantization_bit") and (model_dir / "config.json").is_file():
         layout = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get(
             "expert_layout", "fused"
