@@ -27,8 +27,8 @@ from data_prep.config import BuildConfig, SourceConfig
 from data_prep.decontam import benchmark_texts
 from data_prep.errors import DataPrepError, UsageError
 from data_prep.formats import detect_format
-from data_prep.pref_formats import SAMPLES_FORMAT, detect_pref_format
 from data_prep.outputs import DatasetWriter
+from data_prep.pref_formats import SAMPLES_FORMAT, detect_pref_format
 from data_prep.report import RunStats, build_report, plot_lengths, render_markdown
 from data_prep.rows import Candidate, Rejected, RowProcessor, RowSettings
 from data_prep.sources import RawRow, iter_rows
