@@ -45,8 +45,9 @@ def icepop_weights(
     `metrics` are floats over the unmasked completion tokens: masked fractions (total, below alpha, above beta),
     the ratio's min/mean/max before masking, the train/inference KL (k3 estimator, samples drawn from the
     inference engine), mean and max |logp_train - logp_infer|, and, when `entropies` is given, the mean entropy
-    of the masked tokens. Values that have no tokens to average over are NaN. A NaN ratio (broken sampler
-    log-prob) counts as above beta; non-finite ratios are left out of the ratio statistics.
+    of the masked tokens. Values that have no tokens to average over are NaN. A non-finite sampler log-prob
+    (a broken token: NaN, or None from a server) is masked, counted in `broken_tokens` and as above beta;
+    non-finite ratios are left out of the ratio statistics.
     """
     if train_logps.shape != infer_logps.shape or train_logps.shape != completion_mask.shape:
         raise ValueError(
@@ -87,6 +88,7 @@ def icepop_weights(
         "logp_diff_mean": _masked_mean(abs_diff, measurable),
         "logp_diff_max": _masked_extreme(abs_diff, measurable, largest=True),
         "masked_tokens": float(masked.sum().item()),
+        "broken_tokens": float((valid & ~torch.isfinite(infer_logps)).sum().item()),
         "tokens": float(token_count),
     }
     if entropies is not None:

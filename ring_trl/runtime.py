@@ -24,9 +24,21 @@ class UsageError(Exception):
 
 
 def use_offline_defaults() -> None:
-    """Offline unless the caller's environment already says otherwise; call before importing transformers."""
+    """Offline unless the caller's environment already says otherwise; call before importing transformers.
+
+    `import ring_trl` already imports huggingface_hub (the TRL shims), whose offline switch is read once at
+    import: an already-imported hub or datasets config is updated too, or `python -m ring_trl.<tool>` would
+    still try the network."""
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    offline = os.environ["HF_HUB_OFFLINE"].upper() in ("1", "ON", "YES", "TRUE")
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None:
+        hub_constants.HF_HUB_OFFLINE = offline
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:
+        datasets_offline = os.environ["HF_DATASETS_OFFLINE"].upper() in ("1", "ON", "YES", "TRUE")
+        datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = datasets_offline
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "") -> int:

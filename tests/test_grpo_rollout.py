@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -163,11 +166,85 @@ def test_rollout_attention_option_is_applied_and_restored(tiny) -> None:
         ({"icepop_alpha": 1.5}, "icepop_alpha"),
         ({"use_vllm": True, "vllm_mode": "server", "temperature": 0.7}, "raw"),
         ({"rollout_dtype": "int8"}, "rollout_dtype"),
+        # generation_kwargs override the fields (as in TRL): they are checked, not silently reset
+        ({"generation_kwargs": {"top_p": 0.9}}, r"generation_kwargs\.top_p"),
+        ({"generation_kwargs": {"top_k": 50, "top_p": 0.9}}, r"generation_kwargs\.top_k"),
+        ({"generation_kwargs": {"typical_p": 0.5}}, r"generation_kwargs\.typical_p"),
+        ({"generation_kwargs": {"no_repeat_ngram_size": 2}}, r"generation_kwargs\.no_repeat_ngram_size"),
+        (
+            {"icepop": False, "generation_kwargs": {"epsilon_cutoff": 0.1}},
+            r"generation_kwargs\.epsilon_cutoff",
+        ),
     ],
 )
 def test_config_refuses_settings_that_bias_the_ratio(tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         IcePopGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **overrides)
+
+
+def _rollout(trainer: IcePopGRPOTrainer, seed: int = 0) -> tuple[list[list[int]], list[list[float]] | None]:
+    torch.manual_seed(seed)
+    prompts = [row["prompt"] for row in _rows(trainer)]
+    _, completion_ids, _, logps, _ = trainer._generate(prompts, None)
+    return completion_ids, logps
+
+
+def test_icepop_on_and_off_sample_the_same_tokens(tiny, tmp_path: Path) -> None:
+    """Turning IcePop on must not change the sampling itself (TRL's top_k=None became top-k 50 with it off)."""
+    for temperature in (1.0, 0.7):
+        on = _trainer(tiny, tmp_path / "on", temperature=temperature)
+        off = _trainer(tiny, tmp_path / "off", temperature=temperature, icepop=False)
+        tokens_on, logps_on = _rollout(on)
+        tokens_off, _ = _rollout(off)
+        assert tokens_on == tokens_off, f"temperature {temperature}"
+        assert logps_on is not None and sum(len(row) for row in tokens_on) > BATCH
+
+
+def test_checkpoint_generation_config_cannot_change_what_icepop_measures(
+    tiny, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A checkpoint whose generation_config.json narrows sampling samples exactly like one that does not."""
+    configured_dir = tmp_path / "configured"
+    shutil.copytree(tiny_model_dir, configured_dir)
+    settings = json.loads((configured_dir / "generation_config.json").read_text())
+    settings.update({"top_k": 5, "top_p": 0.5, "min_p": 0.3, "typical_p": 0.5, "no_repeat_ngram_size": 1})
+    (configured_dir / "generation_config.json").write_text(json.dumps(settings))
+    configured = AutoModelForCausalLM.from_pretrained(
+        configured_dir, trust_remote_code=True, dtype=torch.float32
+    )
+    assert configured.generation_config.min_p == 0.3  # transformers did read it
+    ensure_warnings_issued(configured)
+    configured.train()
+    plain_tokens, plain_logps = _rollout(_trainer(tiny, tmp_path / "plain"))
+    trainer = _trainer((configured, tiny[1]), tmp_path / "cfg")
+    tokens, logps = _rollout(trainer)
+    assert tokens == plain_tokens
+    assert logps is not None and plain_logps is not None
+    for row, plain_row in zip(logps, plain_logps, strict=True):
+        assert row == pytest.approx(plain_row, abs=1e-5)
+    assert configured.generation_config.min_p == 0.3  # the checkpoint's own config is left as it was
+
+
+def test_sampling_settings_follow_trl_precedence_and_generate_order(tmp_path: Path) -> None:
+    """IcePop off: generation_kwargs override the fields (as in TRL), TRL's top_k=None means no top-k, and the
+    processors run in the order `generate` would use."""
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    config = IcePopGRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        icepop=False,
+        top_p=0.9,
+        generation_kwargs={"top_p": 0.5, "temperature": 0.7, "use_cache": True},
+    )
+    settings = config.sampling
+    assert (settings.temperature, settings.top_k, settings.top_p) == (0.7, 0, 0.5)
+    assert [type(p) for p in settings.processors()] == [TemperatureLogitsWarper, TopPLogitsWarper]
+    with_top_k = IcePopGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", icepop=False, top_k=5
+    )
+    assert [type(p) for p in with_top_k.sampling.processors()] == [TopKLogitsWarper]
 
 
 def test_config_replaces_tis_with_icepop_and_off_switch_keeps_trl(tmp_path: Path) -> None:
@@ -190,7 +267,7 @@ class FakeVLLMServerClient:
     with update_named_param and asks for completions + per-token log-probs. The "engine" is a bf16 copy of the
     policy, so its log-probs really differ from the fp32 training pass."""
 
-    def __init__(self, model_dir: Path, tokenizer) -> None:
+    def __init__(self, model_dir: Path, tokenizer, nan_logprob_as_none: bool = False) -> None:
         # Like vLLM, the engine names every expert projection separately (the published checkpoint layout).
         self.engine = AutoModelForCausalLM.from_pretrained(
             model_dir, trust_remote_code=True, dtype=torch.bfloat16, expert_layout="per_expert"
@@ -200,6 +277,8 @@ class FakeVLLMServerClient:
         self.resets = 0
         self.requests: list[dict] = []
         self.returned_logprobs: list[list[float]] = []
+        # `trl vllm-serve` answers a NaN log-prob as JSON null, which the client hands over as None.
+        self.nan_logprob_as_none = nan_logprob_as_none
 
     def update_named_param(self, name: str, weights: torch.Tensor) -> None:
         self.engine.get_parameter(name).data.copy_(weights.to(torch.bfloat16))
@@ -244,6 +323,8 @@ class FakeVLLMServerClient:
             for row in range(n):
                 completion_ids.append(new[row][keep[row]].tolist())
                 logprobs.append(step_logps[row][keep[row]].tolist())
+        if self.nan_logprob_as_none:
+            logprobs[0][min(1, len(logprobs[0]) - 1)] = None
         self.returned_logprobs.extend(logprobs)
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
@@ -253,10 +334,7 @@ def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tiny_model_dir: 
         tiny, tmp_path, max_steps=2, max_completion_length=8, icepop_alpha=0.99, icepop_beta=1.01
     )
     fake = FakeVLLMServerClient(tiny_model_dir, tiny[1])
-    # What GRPOTrainer.__init__ sets up for vllm_mode="server" (it needs a CUDA device and a live server).
-    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_client = True, "server", fake
-    trainer._last_loaded_step, trainer.guided_decoding_regex = -1, None
-    trainer.vllm_importance_sampling_correction = False  # as IcePopGRPOConfig sets it with use_vllm
+    _with_fake_server(trainer, fake)
 
     torch.manual_seed(0)
     batch = trainer._generate_and_score_completions(_rows(trainer))
@@ -274,6 +352,42 @@ def test_vllm_server_path_feeds_engine_logprobs_to_icepop(tiny, tiny_model_dir: 
     assert len(logged) == 2
     assert all(entry["icepop/logp_diff_max"] > 1e-3 for entry in logged)
     assert any(entry["icepop/masked_frac"] > 0 for entry in logged)
+
+
+def _with_fake_server(trainer: IcePopGRPOTrainer, fake: FakeVLLMServerClient) -> None:
+    """What GRPOTrainer.__init__ sets up for vllm_mode="server" (it needs a CUDA device and a live server)."""
+    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_client = True, "server", fake
+    trainer._last_loaded_step, trainer.guided_decoding_regex = -1, None
+    trainer.vllm_importance_sampling_correction = False  # as IcePopGRPOConfig sets it with use_vllm
+
+
+def test_none_logprobs_from_the_server_are_masked_and_counted(
+    tiny, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(tiny, tmp_path, max_completion_length=4)
+    _with_fake_server(trainer, FakeVLLMServerClient(tiny_model_dir, tiny[1], nan_logprob_as_none=True))
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions(_rows(trainer))
+    broken = ~torch.isfinite(batch[SAMPLING_LOGPS_KEY]) & batch["completion_mask"].bool()
+    assert broken.sum().item() == 1
+    loss = trainer._compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
+    metrics = trainer._metrics["train"]
+    assert metrics["icepop/broken_tokens"][-1] == 1
+    assert metrics["icepop/masked_tokens"][-1] >= 1
+    assert not math.isnan(metrics["icepop/ratio_mean"][-1])
+
+
+def test_trainer_without_args_builds_a_default_icepop_config(tiny, tmp_path: Path, monkeypatch) -> None:
+    """As GRPOTrainer does (TRL's own test_init_minimal), also on a machine without a GPU."""
+    monkeypatch.chdir(tmp_path)
+    model, tokenizer = tiny
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1?"}]}] * 8)
+    trainer = IcePopGRPOTrainer(model, [_reward], train_dataset=dataset, processing_class=tokenizer)
+    assert isinstance(trainer.args, IcePopGRPOConfig) and trainer.args.icepop
+    assert Path(trainer.args.output_dir).name.endswith("-GRPO")
+    if not torch.cuda.is_available():
+        assert trainer.args.bf16 is False  # fp32 on a CPU instead of transformers' "doesn't support bf16/gpu"
 
 
 def test_weight_sync_splits_fused_experts_into_the_published_layout(tiny_model_dir: Path) -> None:

@@ -74,6 +74,7 @@ def test_non_finite_inference_logps_are_masked() -> None:
     weights, metrics = icepop_weights(train, infer, torch.ones(1, 3))
     assert weights.tolist() == [[0.0, 0.0, 1.0]]
     assert metrics["masked_frac_high"] == pytest.approx(2 / 3)
+    assert metrics["broken_tokens"] == 2
     assert metrics["mismatch_kl"] == 0.0 and metrics["ratio_max"] == 1.0  # statistics over finite ratios only
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from transformers.integrations import TensorBoardCallback
 
 from ring_trl.compat import ensure_warnings_issued
-from ring_trl.grpo.config import IcePopGRPOConfig
-from ring_trl.grpo.data import load_prompt_dataset
+from ring_trl.grpo.config import IcePopGRPOConfig, build_icepop_config, check_training_fields
+from ring_trl.grpo.preflight import Preflight, run_preflight
 from ring_trl.grpo.recipe import GRPORecipe, RecipeError
 from ring_trl.grpo.rewards import GuardedReward, RewardSpec
 from ring_trl.grpo.trainer import IcePopGRPOTrainer
@@ -25,7 +25,12 @@ class OutputPaths:
     plot: Path
 
 
-_TRAINING_DEFAULTS: dict[str, Any] = {"logging_steps": 1, "report_to": ["tensorboard"], "save_strategy": "no"}
+# Checkpoints (with optimizer state) every save_steps, transformers' default strategy; `resume` continues them.
+_TRAINING_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 1,
+    "report_to": ["tensorboard"],
+    "save_strategy": "steps",
+}
 
 
 def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]:
@@ -56,16 +61,15 @@ def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]
     return rewards, weights
 
 
-def build_config(recipe: GRPORecipe, reward_weights: list[float]) -> tuple[IcePopGRPOConfig, Path]:
+def build_config(recipe: GRPORecipe, reward_weights: list[float]) -> tuple[IcePopGRPOConfig, bool]:
+    """The trainer config (a one-line RecipeError for any bad field) and whether TensorBoard is wanted."""
+    check_training_fields(recipe.training, str(recipe.source))
     training = {**_TRAINING_DEFAULTS, **recipe.training, "reward_weights": reward_weights}
     report_to = training["report_to"]
-    report_to = [report_to] if isinstance(report_to, str) else list(report_to)
+    report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
     # TensorBoard is attached by build_trainer with a fixed folder, so it is not requested twice.
     training["report_to"] = [r for r in report_to if r not in ("tensorboard", "none")] or "none"
-    try:
-        config = IcePopGRPOConfig(**training)
-    except TypeError as error:
-        raise RecipeError(f"{recipe.source}: training: {error}") from error
+    config = build_icepop_config(training, str(recipe.source))
     wants_tensorboard = "tensorboard" in report_to
     return config, wants_tensorboard
 
@@ -85,16 +89,15 @@ def register_moe_leaf_modules_for_zero3(model: torch.nn.Module) -> list[str]:
     return sorted(c.__name__ for c in classes)
 
 
-def build_trainer(recipe: GRPORecipe) -> tuple[IcePopGRPOTrainer, OutputPaths]:
-    rewards, weights = build_rewards(recipe)
-    config, wants_tensorboard = build_config(recipe, weights)
-    dataset = load_prompt_dataset(recipe.dataset, max_samples=recipe.max_samples)
-    tokenizer = AutoTokenizer.from_pretrained(
-        recipe.model_name_or_path, trust_remote_code=recipe.trust_remote_code, truncation_side="left"
-    )
+def build_trainer(
+    recipe: GRPORecipe, checked: Preflight | None = None
+) -> tuple[IcePopGRPOTrainer, OutputPaths]:
+    """The trainer for a recipe; runs the pre-flight first (raises PreflightError) unless given its result."""
+    checked = checked or run_preflight(recipe)
+    config = checked.config
     dtype: Any = recipe.model_dtype if recipe.model_dtype == "auto" else getattr(torch, recipe.model_dtype)
     model = AutoModelForCausalLM.from_pretrained(
-        recipe.model_name_or_path, trust_remote_code=recipe.trust_remote_code, dtype=dtype
+        checked.model_dir, trust_remote_code=recipe.trust_remote_code, dtype=dtype
     )
     ensure_warnings_issued(model)
     register_moe_leaf_modules_for_zero3(model)
@@ -110,16 +113,16 @@ def build_trainer(recipe: GRPORecipe) -> tuple[IcePopGRPOTrainer, OutputPaths]:
         plot=output_dir / "reward_masked_frac.png",
     )
     callbacks = []
-    if wants_tensorboard:
+    if checked.wants_tensorboard:
         tensorboard = TensorBoardCallback()
         tensorboard.logging_dir = str(paths.tensorboard)
         callbacks.append(tensorboard)
     trainer = IcePopGRPOTrainer(
         model=model,
-        reward_funcs=rewards,
+        reward_funcs=checked.rewards,
         args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
+        train_dataset=checked.dataset,
+        processing_class=checked.tokenizer,
         callbacks=callbacks,
         peft_config=peft_config,
     )

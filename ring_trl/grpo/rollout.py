@@ -2,8 +2,8 @@
 
 IcePop needs log pi_infer(y_t): the log-prob of each sampled token under the distribution it was actually
 drawn from. With vLLM that comes back from the engine; with HF `generate` we record it here. The recorder
-must see the scores after every logits processor (it is placed last), and holds only one [batch, vocab]
-row of log-probs at a time instead of every step's scores.
+must see the scores after every logits processor (it is placed last; sampling.py makes sure `generate` adds
+none after it), and holds only one [batch, vocab] row of log-probs at a time instead of every step's scores.
 """
 
 from __future__ import annotations

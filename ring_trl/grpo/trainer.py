@@ -6,12 +6,14 @@ What changes with `icepop=True`:
 - once per rollout batch, k = exp(logp_train(theta_old) - logp_infer) is turned into IcePop weights;
 - the loss multiplies the clipped surrogate of each token by its weight. The KL term is not masked, and masked
   tokens stay in the normaliser of the chosen `loss_type`.
-With `icepop=False` every method defers to GRPOTrainer unchanged.
+With `icepop=False` the loss and rewards are GRPOTrainer's unchanged. HF-generate rollouts take the same
+explicit sampling path with IcePop on and off (`sampling.py`: nothing filled in from the checkpoint's
+generation_config.json or transformers' defaults), so the same seed samples the same tokens either way.
 """
 
 from __future__ import annotations
 
-import copy
+import logging
 import math
 from contextlib import nullcontext
 from typing import Any
@@ -19,13 +21,7 @@ from typing import Any
 import torch
 import transformers
 from accelerate.utils import is_peft_model
-from transformers import (
-    AutoModelForCausalLM,
-    GenerationConfig,
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    Trainer,
-)
+from transformers import AutoModelForCausalLM, Trainer
 from trl import GRPOTrainer
 from trl.data_utils import maybe_apply_chat_template
 from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
@@ -34,10 +30,19 @@ from trl.trainer.utils import disable_dropout_in_model, nanmax, nanmin, pad
 
 from ring_trl.compat import ensure_warnings_issued
 from ring_trl.grpo.config import IcePopGRPOConfig
+from ring_trl.grpo.reward_spread import RewardSpreadWatch
 from ring_trl.grpo.rewards.guard import GuardedReward
 from ring_trl.grpo.rollout import SampledTokenLogprobRecorder, completion_mask_after_eos, rollout_engine
+from ring_trl.grpo.sampling import (
+    checkpoint_generation_defaults_hidden,
+    checkpoint_sampling_overrides,
+    rollout_generation_config,
+    sampling_processors,
+)
 from ring_trl.grpo.vllm_sync import published_names_for_vllm
 from ring_trl.icepop import icepop_weights
+
+logger = logging.getLogger(__name__)
 
 SAMPLING_LOGPS_KEY = "sampling_per_token_logps"
 WEIGHTS_KEY = "icepop_weights"
@@ -56,7 +61,9 @@ class IcePopGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, reward_funcs: Any, args: IcePopGRPOConfig | None = None, **kwargs: Any):
         if args is None:
-            raise ValueError("IcePopGRPOTrainer needs an IcePopGRPOConfig (args=...)")
+            # As GRPOTrainer does: a default config named after the model.
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = IcePopGRPOConfig(f"{model_name.split('/')[-1]}-GRPO")
         if not isinstance(args, IcePopGRPOConfig):
             raise TypeError(f"args must be an IcePopGRPOConfig, got {type(args).__name__}")
         if not isinstance(model, str):
@@ -78,8 +85,19 @@ class IcePopGRPOTrainer(GRPOTrainer):
                     SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator)
                 )
         self._pending_sampling_logps: list[list[float]] | None = None
-        if args.icepop and not self.use_vllm:
-            self._rollout_generation_config = self._build_rollout_generation_config()
+        if not self.use_vllm:
+            self._rollout_generation_config = rollout_generation_config(
+                self.generation_config, args.generation_kwargs
+            )
+            ignored = checkpoint_sampling_overrides(self.accelerator.unwrap_model(self.model))
+            if ignored:
+                logger.info(
+                    "rollouts ignore the checkpoint's generation_config.json sampling fields %s and sample "
+                    "with the recipe's settings %s",
+                    ignored,
+                    args.sampling,
+                )
+        self.add_callback(RewardSpreadWatch())
 
     def _load_reference_model(self) -> torch.nn.Module:
         """The frozen KL reference for remote-code models, loaded and wrapped the way TRL wraps its own."""
@@ -105,30 +123,16 @@ class IcePopGRPOTrainer(GRPOTrainer):
         with published_names_for_vllm(vllm_client=client, vllm_model=colocated):
             super()._move_model_to_vllm()
 
-    def _build_rollout_generation_config(self) -> GenerationConfig:
-        """TRL's generation config with temperature moved into our own processor list, so the recorder
-        (appended after it) sees exactly the scores the sampler draws from."""
-        config = copy.deepcopy(self.generation_config)
-        config.temperature = 1.0
-        config.top_k = 0
-        config.top_p = 1.0
-        config.min_p = None
-        return config
-
-    def _rollout_processors(self, recorder: SampledTokenLogprobRecorder) -> LogitsProcessorList:
-        processors: list[Any] = []
-        if self.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(self.temperature))
-        processors.append(recorder)
-        return LogitsProcessorList(processors)
-
     def _generate_single_turn(self, prompts: list, images: list | None):
-        if not self.args.icepop or self.use_vllm:
+        if self.use_vllm or self.args.use_transformers_paged:
             return super()._generate_single_turn(prompts, images)
         if images is not None:
-            raise NotImplementedError(
-                "IcePop rollout capture with HF generate is text-only; use vLLM for images"
-            )
+            raise NotImplementedError("HF-generate rollouts here are text-only; use vLLM for images")
+        return self._generate_with_transformers(prompts)
+
+    def _generate_with_transformers(self, prompts: list):
+        """HF `generate` with the explicit sampling settings (IcePop on and off alike), recording the
+        sampler's log-probs when IcePop is on."""
         prompts_text = [
             maybe_apply_chat_template({"prompt": p}, self.processing_class)["prompt"] for p in prompts
         ]
@@ -142,7 +146,7 @@ class IcePopGRPOTrainer(GRPOTrainer):
             add_special_tokens=False,
         )
         encoded = Trainer._prepare_inputs(self, encoded)
-        recorder = SampledTokenLogprobRecorder()
+        recorder = SampledTokenLogprobRecorder() if self.args.icepop else None
         if self.is_fsdp_enabled:
             from torch.distributed.fsdp import FullyShardedDataParallel
 
@@ -158,15 +162,14 @@ class IcePopGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             summon,
             rollout_engine(unwrapped_model, self.args.rollout_dtype, self.args.rollout_attn_implementation),
+            checkpoint_generation_defaults_hidden(unwrapped_model),
         ):
             sequences = unwrapped_model.generate(
                 **encoded,
                 generation_config=self._rollout_generation_config,
-                logits_processor=self._rollout_processors(recorder),
-                disable_compile=True,
+                logits_processor=sampling_processors(self.args.sampling, recorder),
             )
         prompt_length = encoded["input_ids"].size(1)
-        sampling_logps = recorder.collect(sequences, prompt_length)
         completion_ids = sequences[:, prompt_length:]
         completion_mask = completion_mask_after_eos(completion_ids, self.eos_token_id).bool()
         prompt_mask = encoded["attention_mask"].bool()
@@ -176,13 +179,24 @@ class IcePopGRPOTrainer(GRPOTrainer):
         completion_ids_list = [
             row[keep].tolist() for row, keep in zip(completion_ids, completion_mask, strict=True)
         ]
-        logps_list = [row[keep].tolist() for row, keep in zip(sampling_logps, completion_mask, strict=True)]
+        logps_list = None
+        if recorder is not None:
+            sampling_logps = recorder.collect(sequences, prompt_length)
+            logps_list = [
+                row[keep].tolist() for row, keep in zip(sampling_logps, completion_mask, strict=True)
+            ]
         return prompt_ids_list, completion_ids_list, logps_list, {}
 
     def _generate(self, prompts: list, images: list | None):
-        result = super()._generate(prompts, images)
-        self._pending_sampling_logps = result[3]
-        return result
+        prompt_ids, completion_ids, total_tokens, logprobs, forward_kwargs = super()._generate(
+            prompts, images
+        )
+        if self.args.icepop and logprobs is not None:
+            # `trl vllm-serve` sends a NaN log-prob as JSON null: a broken token, masked by IcePop and counted
+            # in icepop/broken_tokens, instead of a crash in torch.tensor.
+            logprobs = [[math.nan if value is None else value for value in row] for row in logprobs]
+        self._pending_sampling_logps = logprobs
+        return prompt_ids, completion_ids, total_tokens, logprobs, forward_kwargs
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
@@ -228,7 +242,7 @@ class IcePopGRPOTrainer(GRPOTrainer):
                 reduced.append(nanmin(values))
             elif name.endswith("_max"):
                 reduced.append(nanmax(values))
-            elif name in ("masked_tokens", "tokens"):
+            elif name in ("masked_tokens", "broken_tokens", "tokens"):
                 reduced.append(values.nansum())
             else:
                 reduced.append(values.nanmean())
