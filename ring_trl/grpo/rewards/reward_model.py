@@ -7,9 +7,10 @@ Two kinds of folders are read:
   head (one Linear) on the last hidden state at the sequence's last token, exactly as LLaMA-Factory trained it;
 - a Hugging Face sequence-classification reward model (num_labels 1): the score is its logit.
 
-Each completion is scored on its answer only, the text after `</think>` (the reasoning is not judged; a
-completion that never closed its reasoning gets `no_answer_reward`, by default None: "does not apply"). The
-conversation is rendered with the reward model's own chat template, the prompt turns plus one assistant turn
+Each completion is scored on its answer only, the text after `</think>`: the reasoning is not judged. A
+completion that never closed its reasoning has no answer; `no_answer` says what it gets: "empty" (default: the
+reward model scores an empty answer, which is what a reader of that completion sees), "skip" (None, "does not
+apply": only the other rewards count for it), or a fixed number. The conversation is rendered with the reward model's own chat template, the prompt turns plus one assistant turn
 holding the answer; when that template ends a turn with nothing (Ring's hub format), the eos LLaMA-Factory
 appended in training is appended here too, so the score is read at the same token it was trained at.
 
@@ -50,7 +51,9 @@ def _load_value_head(folder: Path) -> Any:
     tensors = load_file(str(folder / VALUE_HEAD_FILE))
     missing = [key for key in VALUE_HEAD_KEYS if key not in tensors]
     if missing:
-        raise UsageError(f"{folder / VALUE_HEAD_FILE}: no {', '.join(missing)} (not a LLaMA-Factory value head)")
+        raise UsageError(
+            f"{folder / VALUE_HEAD_FILE}: no {', '.join(missing)} (not a LLaMA-Factory value head)"
+        )
     weight, bias = tensors[VALUE_HEAD_KEYS[0]], tensors[VALUE_HEAD_KEYS[1]]
     head = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
     head.load_state_dict({"weight": weight, "bias": bias})
@@ -68,13 +71,17 @@ class RewardModelScorer:
 
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise UsageError(f"reward model folder {folder} does not exist (train one: recipes/ring-mini-rm.yaml)")
+            raise UsageError(
+                f"reward model folder {folder} does not exist (train one: recipes/ring-mini-rm.yaml)"
+            )
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UsageError(f"reward model {folder}: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), trust_remote_code=trust_remote_code)
         if not self.tokenizer.chat_template:
-            raise UsageError(f"reward model {folder}: its tokenizer has no chat template to render prompts with")
+            raise UsageError(
+                f"reward model {folder}: its tokenizer has no chat template to render prompts with"
+            )
         torch_dtype = None if dtype == "auto" else getattr(torch, dtype, None)
         if dtype != "auto" and not isinstance(torch_dtype, torch.dtype):
             raise UsageError(f"reward model {folder}: unknown dtype {dtype!r} (auto, float32, bfloat16, ...)")
@@ -127,7 +134,9 @@ class RewardModelScorer:
             str(self.folder), dtype=dtype or "auto", trust_remote_code=trust_remote_code
         )
         if model.config.num_labels != 1:
-            raise UsageError(f"reward model {self.folder}: num_labels is {model.config.num_labels}, expected 1")
+            raise UsageError(
+                f"reward model {self.folder}: num_labels is {model.config.num_labels}, expected 1"
+            )
         return model
 
     def _template_leaves_turn_open(self) -> bool:
@@ -154,7 +163,9 @@ class RewardModelScorer:
 
         if self.device is not None:
             return
-        self.device = torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else None
+        self.device = (
+            torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else None
+        )
         if self.device is not None:
             self.model.to(self.device)
             if self.value_head is not None:
@@ -183,26 +194,40 @@ class RewardModelScorer:
         rows = torch.arange(input_ids.size(0), device=input_ids.device)
         if self.value_head is None:  # sequence classifier: it picks the last non-pad token itself
             return self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
-        output = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+        output = self.model(
+            input_ids=input_ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1
+        )
         hidden = output.hidden_states[-1][rows, last]
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+
+
+NO_ANSWER_MODES = ("empty", "skip")
+
+
+def _check_no_answer(folder: str | Path, value: Any) -> None:
+    if isinstance(value, bool) or not (value in NO_ANSWER_MODES or isinstance(value, (int, float))):
+        raise UsageError(f"reward model {folder}: no_answer must be empty, skip or a number, got {value!r}")
 
 
 class RewardModelReward:
     """The TRL reward function around a RewardModelScorer: scores the answer after `</think>`."""
 
-    def __init__(self, scorer: RewardModelScorer, no_answer_reward: float | None = None) -> None:
+    def __init__(self, scorer: RewardModelScorer, no_answer: str | float = "empty") -> None:
+        _check_no_answer(scorer.folder, no_answer)
         self.scorer = scorer
-        self.no_answer_reward = no_answer_reward
+        self.no_answer = no_answer
         self.__name__ = f"rm_{scorer.folder.name}"
 
     def __call__(self, prompts: list, completions: list, **_: Any) -> list[float | None]:
         conversations, positions = [], []
-        values: list[float | None] = [self.no_answer_reward] * len(completions)
+        fixed = None if self.no_answer in NO_ANSWER_MODES else float(self.no_answer)
+        values: list[float | None] = [fixed] * len(completions)
         for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             answer = final_answer(completion_text(completion))
             if answer is None:
-                continue
+                if self.no_answer != "empty":
+                    continue
+                answer = ""
             turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
             conversations.append([*turns, {"role": "assistant", "content": answer}])
             positions.append(index)
@@ -213,10 +238,11 @@ class RewardModelReward:
 
 def load_reward_model(folder: str | Path, **options: Any) -> RewardModelReward:
     """The reward for a recipe entry `{model: folder, kwargs: {...}}`; options: batch_size, dtype,
-    trust_remote_code, no_answer_reward. A UsageError names the folder and what is wrong with it."""
-    known = {"batch_size", "dtype", "trust_remote_code", "no_answer_reward"}
+    trust_remote_code, no_answer. A UsageError names the folder and what is wrong with it."""
+    known = {"batch_size", "dtype", "trust_remote_code", "no_answer"}
     unknown = set(options) - known
     if unknown:
         raise UsageError(f"reward model {folder}: unknown kwargs {sorted(unknown)}; allowed {sorted(known)}")
-    no_answer = options.pop("no_answer_reward", None)
-    return RewardModelReward(RewardModelScorer(folder, **options), no_answer_reward=no_answer)
+    no_answer = options.pop("no_answer", "empty")
+    _check_no_answer(folder, no_answer)  # before minutes of loading
+    return RewardModelReward(RewardModelScorer(folder, **options), no_answer=no_answer)
