@@ -13,6 +13,9 @@ TINY   := models/ring-tiny
 RECIPE ?=
 ARGS   ?=
 MODEL  ?=
+DATA   ?=
+N      ?=
+K      ?=
 OUT    ?=
 # data / data-rlvr: CONFIG=<yaml> (defaults: the demo configs; RLVR_CONFIG= is the older spelling for data-rlvr).
 # STRICT=1: stop at the first malformed row or unreadable file, and exit 3 when any row was rejected.
@@ -24,7 +27,7 @@ PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard data_prep ring_trl tests scripts bench)
 
 .PHONY: help setup test test-fast lint format demo tiny-model prepare-model sft export check-recipes data data-rlvr grpo \
-        bench lock clean
+        eval bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -99,6 +102,12 @@ grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny-icepop ARGS="max
 	@test -f recipes/grpo/$(NAME).yaml || { echo "no recipe recipes/grpo/$(NAME).yaml; try: $$(ls recipes/grpo/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	@if grep -q "$(TINY)" recipes/grpo/$(NAME).yaml && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
 	$(OFFLINE) $(PY) -m ring_trl.grpo recipes/grpo/$(NAME).yaml $(ARGS)
+
+# ARGS go first so `make eval ARGS="score --completions c.jsonl" DATA=...` and `ARGS="--compare a b"` work too.
+eval: setup ## Evaluate a model on a benchmark file: make eval MODEL=<folder> DATA=<file> [N=4] [K=1,4] [ARGS="--limit 50"]
+	@if [ "$(MODEL)" = "$(TINY)" ] && [ ! -f $(TINY)/config.json ]; then $(MAKE) --no-print-directory tiny-model; fi
+	$(OFFLINE) $(PY) -m ring_trl.eval $(ARGS) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) \
+	  $(if $(N),--n $(N)) $(if $(K),--k $(K))
 
 bench: setup ## CPU-sized benchmarks (expert layer, data pipeline, IcePop overhead); GPU ones in bench/
 	@[ -f $(TINY)/config.json ] || $(MAKE) --no-print-directory tiny-model

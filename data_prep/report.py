@@ -106,6 +106,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Rows read: {report['rows_read']}; rejected: {report['rows_rejected']}; "
         + ", ".join(f"{k}: {v}" for k, v in report["outputs"].items()),
         "",
+        "Answer checks undecidable (math-verify timed out; rows kept and counted): "
+        + str(sum(s.get("verify_undecided", 0) for s in report["per_source"].values())),
+        "",
         "## Per source",
         "",
         "| source | read | passed filters | train | val | rejected |",

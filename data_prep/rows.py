@@ -192,26 +192,37 @@ class RowProcessor:
         return record, render_for_length(messages), key_text, answer
 
     def _verify(self, record: dict[str, Any]) -> bool:
-        """SFT: reject a wrong answer. RLVR: reject a reference math-verify cannot use. True = undecided."""
+        """SFT: reject a wrong final answer. RLVR: reject a reference no answer reward could use. True = undecided.
+
+        Both go through ring_trl.answers, the checker the GRPO rewards and the evaluator use, so a row kept
+        here is judged the same way later.
+        """
         if not self.settings.verify_answers:
             return False
-        from data_prep.verify import answers_match, reference_is_verifiable
+        from ring_trl.answers import check, default_math_verifier, reference_status
 
-        timeout = self.settings.verify_timeout_s
+        verifier = default_math_verifier(self.settings.verify_timeout_s)
         if self.settings.kind == "rlvr":
-            if record["task"] == "math" and not reference_is_verifiable(record["answer"], timeout):
+            if record["task"] != "math":
+                return False
+            status = reference_status(record["answer"], verifier=verifier)
+            if status.status == "unparsable":
                 raise RowRejected(
-                    E.UNVERIFIABLE_REFERENCE, f"math-verify cannot parse {record['answer'][:80]!r}"
+                    E.UNVERIFIABLE_REFERENCE,
+                    f"no {status.kind} answer can be checked against {record['answer'][:80]!r} ({status.detail})",
                 )
-            return False
+            return status.status == "undecidable"
         reference = record.get("reference_answer")
         if not reference:
             return False
-        answer = record["messages"][-1]["content"].rsplit("</think>", 1)[-1]
-        verdict = answers_match(answer, reference, timeout)
-        if verdict is False:
-            raise RowRejected(E.ANSWER_MISMATCH, f"answer does not match reference {reference[:80]!r}")
-        return verdict is None
+        judgement = check(record["messages"][-1]["content"], reference, verifier=verifier)
+        if judgement.verdict == "wrong":
+            raise RowRejected(
+                E.ANSWER_MISMATCH,
+                f"{judgement.kind} answer {str(judgement.extracted)[:60]!r} does not match reference "
+                f"{reference[:80]!r} ({judgement.reason})",
+            )
+        return judgement.undecidable
 
     # -- RLVR -----------------------------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class Worker:
         self._inbox: Connection | None = None  # results from the worker
         self._outbox: Connection | None = None  # calls to the worker
         self._lock = threading.Lock()
+        self._owner_pid = os.getpid()  # a forked child inherits this object but must never kill its worker
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
 
     @property
@@ -257,6 +258,8 @@ class Worker:
 
 
 def _shutdown(state: dict[str, Any]) -> str:
+    if state.get("_owner_pid", os.getpid()) != os.getpid():
+        return "owned by the parent process"  # inherited through fork: the parent's worker, not ours
     process: subprocess.Popen | None = state.get("_process")
     for key in ("_outbox", "_inbox"):
         connection = state.get(key)

@@ -33,6 +33,17 @@ class Stage:
     ok_exit_codes: tuple[int, ...] = (0,)
 
 
+EVAL_DATA = "data/eval/arithmetic.jsonl"
+
+
+def eval_stage(name: str, title: str, model: Path, out: Path) -> Stage:
+    """A deliberately tiny evaluation (4 problems, 2 samples, 32 tokens): the point is the before/after table."""
+    command = [sys.executable, "-m", "ring_trl.eval", "--model", str(model), "--data", EVAL_DATA]
+    command += ["--limit", "4", "--n", "2", "--k", "1,2", "--max-new-tokens", "32", "--backend", "hf"]
+    command += ["--no-progress", "--output-dir", str(out)]
+    return Stage(name, title, command, [out / "summary.json"])
+
+
 def stages() -> list[Stage]:
     data = OUT / "data"
     sft_dir = OUT / "sft_lora"
@@ -46,6 +57,12 @@ def stages() -> list[Stage]:
             "Build the tiny Ring model and tokenizer",
             [py, "-m", "ring_trl.models.tiny", "--output", str(TINY)],
             [TINY / "config.json"],
+        ),
+        eval_stage(
+            "eval-base",
+            f"Evaluate the untrained model on {EVAL_DATA} (python -m ring_trl.eval)",
+            TINY,
+            OUT / "eval" / "base",
         ),
         Stage(
             "data-sft",
@@ -129,6 +146,27 @@ def stages() -> list[Stage]:
             ],
             [grpo_dir / "trainer_state.json"],
         ),
+        eval_stage(
+            "eval-grpo",
+            "Evaluate the model after SFT + GRPO the same way",
+            grpo_dir / "final",
+            OUT / "eval" / "grpo",
+        ),
+        Stage(
+            "eval-compare",
+            "Compare the two evaluations (python -m ring_trl.eval --compare)",
+            [
+                sys.executable,
+                "-m",
+                "ring_trl.eval",
+                "--compare",
+                str(OUT / "eval" / "base"),
+                str(OUT / "eval" / "grpo"),
+                "--output-dir",
+                str(OUT / "eval" / "compare"),
+            ],
+            [OUT / "eval" / "compare" / "compare.md"],
+        ),
     ]
 
 
@@ -189,6 +227,14 @@ def _first_last(history: list[dict], key: str, window: int = 1) -> tuple[float, 
     return sum(values[:window]) / window, sum(values[-window:]) / window
 
 
+def _eval_table() -> str | None:
+    """The base vs after-GRPO table that the eval-compare stage wrote."""
+    path = REPO / OUT / "eval" / "compare" / "compare.md"
+    if not path.exists():
+        return None
+    return path.read_text().split("\n\n", 1)[-1].strip()
+
+
 def summary(timings: dict[str, float]) -> dict:
     """Collect the numbers a user wants to see after the demo, and write them to summary.json."""
     report_path = REPO / OUT / "data" / "demo_sft.report.json"
@@ -210,6 +256,7 @@ def summary(timings: dict[str, float]) -> dict:
         "icepop_masked_frac_first_last": _first_last(grpo, "icepop/masked_frac", window=5),
         "icepop_masked_frac_mean": _first_last(grpo, "icepop/masked_frac", window=10**6),
         "plots": plots,
+        "eval_compare": _eval_table(),
     }
     (REPO / OUT / "summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -233,6 +280,9 @@ def print_summary(result: dict) -> None:
         if masked
         else "IcePop masked n/a"
     )
+    if result.get("eval_compare"):
+        print(f"Evaluation    {EVAL_DATA}, 4 problems x 2 samples, before SFT (base) vs after GRPO (grpo):")
+        print("\n".join(("    " + line).rstrip() for line in result["eval_compare"].splitlines()))
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "
         + str({k: round(v) for k, v in result["timings_s"].items()})

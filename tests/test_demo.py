@@ -58,3 +58,9 @@ def test_demo_runs_every_stage_and_reports_sane_numbers(tmp_path: Path) -> None:
     expected_plots = {"demo_sft.lengths.png", "training_loss.png", "reward_masked_frac.png"}
     assert expected_plots <= {Path(p).name for p in summary["plots"]}
     assert (out / "sft_merged" / "config.json").is_file()
+
+    # evaluation before SFT and after GRPO, and the comparison table the summary prints
+    for run in ("base", "grpo"):
+        assert json.loads((out / "eval" / run / "summary.json").read_text())["metrics"]["pass@1"] >= 0.0
+    assert "| metric | base | grpo |" in summary["eval_compare"]
+    assert "| pass@1 |" in result.stdout and "base -> grpo" in result.stdout

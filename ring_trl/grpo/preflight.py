@@ -112,7 +112,7 @@ def check_prompt_rendering(recipe: GRPORecipe, tokenizer: Any, dataset: Any) -> 
 
 def _target_function(reward: Any) -> Any:
     """The user's function behind a GuardedReward (and a functools.partial of the recipe's kwargs)."""
-    return getattr(reward, "fn", reward)
+    return getattr(reward, "fn", None) or reward
 
 
 def missing_columns(reward: Any, columns: list[str]) -> list[str]:

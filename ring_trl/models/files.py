@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
+
+from ring_trl.folders import write_folder_atomically  # noqa: F401 - moved to ring_trl.folders; re-exported
 
 MODEL_CODE_DIR = Path(__file__).resolve().parent / "bailing_moe_v2"
 CONFIG_MODULE = "configuration_bailing_moe_v2"
@@ -32,24 +32,3 @@ def copy_model_code(folder: Path) -> list[Path]:
         shutil.copyfile(MODEL_CODE_DIR / name, target)
         written.append(target)
     return written
-
-
-def write_folder_atomically(output: Path, fill: Callable[[Path], None]) -> Path:
-    """Build a model folder in a temp sibling with `fill`, then swap it into place.
-
-    A crash or a bad input never leaves a half-written folder that looks like a model. mkdtemp makes 0700
-    folders; model folders are shared (other users, containers), so the result is made 0755.
-    """
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        fill(staging)
-        staging.chmod(0o755)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return output

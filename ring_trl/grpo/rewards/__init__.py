@@ -1,5 +1,6 @@
 """Built-in RLVR rewards (TRL signature `f(prompts, completions, completion_ids, **columns)`) and loading."""
 
+from ring_trl.grpo.rewards.answer_match import answer_match
 from ring_trl.grpo.rewards.code_tests import code_tests
 from ring_trl.grpo.rewards.format_reward import think_format
 from ring_trl.grpo.rewards.guard import GuardedReward
@@ -17,6 +18,7 @@ __all__ = [
     "GuardedReward",
     "RewardLoadError",
     "RewardSpec",
+    "answer_match",
     "bind_reward_options",
     "code_tests",
     "load_reward_function",

@@ -202,6 +202,11 @@ class GuardedReward:
         self._failures = 0
         self._lock = threading.Lock()
 
+    @property
+    def fn(self) -> RewardFn | None:
+        """The user's function when it runs in this process (thread isolation); None when it lives in a worker."""
+        return getattr(self._runner, "fn", None)
+
     def start(self) -> None:
         """Start the worker now (process isolation), so that a reward that cannot load fails before training."""
         self._runner.start()

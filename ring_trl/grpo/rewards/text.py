@@ -1,42 +1,25 @@
-"""Completion text helpers shared by the built-in rewards.
+"""Completion text helpers for the built-in rewards: re-exported from the answer checker, which owns them.
 
-Ring's generation prompt already opens the reasoning block (`<role>ASSISTANT</role><think>\\n`), so a
-completion normally starts inside it: `reasoning</think>\\n\\nanswer`. A completion that repeats the opening
-tag at its very start is accepted too.
+`ring_trl.answers.extract` is the one place that decides where the reasoning ends and the final answer is, so
+the rewards, the data filter and the evaluator read completions the same way.
 """
 
-from __future__ import annotations
+from ring_trl.answers.extract import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    answer_span,
+    completion_text,
+    final_answer,
+    last_boxed,
+    split_reasoning,
+)
 
-from typing import Any
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-
-
-def completion_text(completion: Any) -> str:
-    """TRL passes a string (plain prompts) or a list of messages (conversational prompts)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    raise TypeError(f"unsupported completion type {type(completion).__name__}")
-
-
-def split_reasoning(text: str) -> tuple[str, str] | None:
-    """(reasoning, answer) when the text has exactly one well-formed reasoning block, else None."""
-    body = text.lstrip()
-    if body.startswith(THINK_OPEN):
-        body = body[len(THINK_OPEN) :]
-    if THINK_OPEN in body or body.count(THINK_CLOSE) != 1:
-        return None
-    reasoning, answer = body.split(THINK_CLOSE)
-    return reasoning.strip(), answer.strip()
-
-
-def final_answer(text: str) -> str | None:
-    """The part after the reasoning block; None when the block never closed (no answer given)."""
-    if THINK_CLOSE not in text:
-        return None
-    return text.rsplit(THINK_CLOSE, 1)[1].strip()
+__all__ = [
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "answer_span",
+    "completion_text",
+    "final_answer",
+    "last_boxed",
+    "split_reasoning",
+]

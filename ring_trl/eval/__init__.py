@@ -1,0 +1,1 @@
+"""Evaluate a checkpoint on local benchmark files with the kit's one answer checker (docs/eval.md)."""
