@@ -9,12 +9,16 @@ or any file with `prompt` + `completion` and a score. Each sample gets a score, 
 3. the row's `reward` (a number, e.g. a GRPO sample's weighted reward);
 4. the answer checker (ring_trl.answers) on the row's `reference` (or `answer`), with its `answer_type`.
 
-Samples are grouped by `id` (else by prompt). Within a group, truncated and unscored samples are left out,
-the rest ranked by score; the best is paired with the worst, the second best with the second worst, ... while
-the better one scores strictly higher, up to `pairs_per_prompt` pairs. Each pair becomes a row of the
-generic `pairs` layout (with `score_chosen` / `score_rejected`), and then goes through exactly the filters of
-any other preference row. A group that yields no pair is one `no_pair` reject saying why. Samples are held in
-memory until every group is complete (a samples file is the kit's own output, not a downloaded corpus).
+Samples are grouped by `id` (else by prompt); unscored ones (undecidable, a failed reward) are left out. A
+sample that never closed its reasoning (no `</think>`, or `truncated: true`) is unfinished: it has no answer,
+so it is never the chosen side, but it is a fair rejected side (the model ran out of budget instead of
+answering); it is written as the generation it was, `<think>\n` + its text, with `rejected_unfinished: true`.
+Within a group the best finished sample is paired with the worst sample, the second best with the second
+worst, ... while the better one scores strictly higher and no sample is used twice, up to `pairs_per_prompt`
+pairs. Each pair becomes a row of the generic `pairs` layout (with `score_chosen` / `score_rejected`), and then
+goes through exactly the filters of any other preference row. A group that yields no pair is one `no_pair`
+reject saying why. Samples are held in memory until every group is complete (a samples file is the kit's own
+output, not a downloaded corpus).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from data_prep import errors as E
 from data_prep.errors import RowRejected, UsageError
+from data_prep.reasoning import THINK_CLOSE, THINK_OPEN
 from data_prep.sources import RawRow
 
 _VERDICT_SCORES = {"correct": 1.0, "wrong": 0.0}
@@ -39,7 +44,8 @@ class _Sample:
     prompt: list[dict[str, str]]
     completion: str
     score: float | None = None
-    skipped: str | None = None  # why it cannot be paired (truncated, undecidable, unscored)
+    skipped: str | None = None  # why it cannot be paired (undecidable, unscored, reward failed)
+    unfinished: bool = False  # never closed its reasoning: a rejected side only
 
 
 @dataclass
@@ -73,10 +79,9 @@ def _sample(raw: RawRow) -> _Sample:
             E.MISSING_FIELD if completion is None else E.MALFORMED_ROW,
             "a sample needs 'completion' (a string)",
         )
-    sample = _Sample(raw, prompt, completion)
-    if row.get("truncated") is True:
-        sample.skipped = "truncated"
-    return sample
+    return _Sample(
+        raw, prompt, completion, unfinished=row.get("truncated") is True or THINK_CLOSE not in completion
+    )
 
 
 def _own_score(row: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -186,12 +191,20 @@ def _group_key(sample: _Sample) -> str:
 def _pairs_of(group: _Group, pairs_per_prompt: int) -> list[tuple[_Sample, _Sample]] | str:
     """The pairs of one prompt, or why there are none."""
     scored = [s for s in group.samples if s.skipped is None and s.score is not None]
-    ranked = sorted(scored, key=lambda s: -s.score)  # stable: earlier samples first among equals
-    pairs = []
-    for index in range(min(pairs_per_prompt, len(ranked) // 2)):
-        better, worse = ranked[index], ranked[-1 - index]
-        if better.score <= worse.score:
+    best_first = sorted((s for s in scored if not s.unfinished), key=lambda s: -s.score)  # stable order
+    worst_first = sorted(scored, key=lambda s: (s.score, not s.unfinished))  # unfinished first among equals
+    pairs: list[tuple[_Sample, _Sample]] = []
+    used: set[int] = set()
+    for better in best_first:
+        worse = next((w for w in worst_first if id(w) not in used and w is not better), None)
+        if (
+            len(pairs) == pairs_per_prompt
+            or id(better) in used
+            or worse is None
+            or better.score <= worse.score
+        ):
             break
+        used.update((id(better), id(worse)))
         pairs.append((better, worse))
     if pairs:
         return pairs
@@ -200,23 +213,31 @@ def _pairs_of(group: _Group, pairs_per_prompt: int) -> list[tuple[_Sample, _Samp
         if sample.skipped is not None:
             skipped[sample.skipped] = skipped.get(sample.skipped, 0) + 1
     scores = sorted({s.score for s in scored}, reverse=True)
+    unfinished = sum(s.unfinished for s in scored)
     why = f"{len(group.samples)} samples, {len(scored)} scored"
+    if unfinished:
+        why += f" ({unfinished} unfinished)"
     if scored:
-        why += f" ({'all' if len(scores) == 1 else 'scores'} {', '.join(f'{v:g}' for v in scores[:4])})"
+        why += f", {'all' if len(scores) == 1 else 'scores'} {', '.join(f'{v:g}' for v in scores[:4])}"
     if skipped:
         why += "; left out: " + ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items()))
     return why + "; no better and worse sample to pair"
 
 
 def _pair_row(key: str, number: int, better: _Sample, worse: _Sample) -> RawRow:
+    rejected = worse.completion
+    if worse.unfinished and not rejected.lstrip().startswith(THINK_OPEN):
+        rejected = f"{THINK_OPEN}\n{rejected}"  # the generation prompt opened the block
     data = {
         "id": f"{key}#{number}" if number else key,
         "prompt": better.prompt,
         "chosen": better.completion,
-        "rejected": worse.completion,
+        "rejected": rejected,
         "score_chosen": better.score,
         "score_rejected": worse.score,
     }
+    if worse.unfinished:
+        data["rejected_unfinished"] = True
     return RawRow(better.raw.file, better.raw.position, better.raw.unit, data)
 
 

@@ -10,7 +10,8 @@ Layouts:
 - `hh`: Anthropic HH-RLHF, `chosen`/`rejected` transcripts of "\\n\\nHuman: " / "\\n\\nAssistant: " turns; the
   turns both transcripts share are the prompt, their last assistant turns the responses;
 - `pairs`: generic `prompt` (a string or messages) with `chosen`/`rejected` as strings, one message, or
-  message lists (optional `system`, `score_chosen`, `score_rejected`, `id`);
+  message lists (optional `system`, `score_chosen`, `score_rejected`, `id`, and `rejected_unfinished: true`
+  for a rejected generation cut off inside its reasoning, as --from-samples writes);
 - `llamafactory`: LLaMA-Factory's own ranking layouts, alpaca (`instruction`, `input`, `history`, `system`,
   `chosen`/`rejected` strings) and sharegpt (`conversations` or `messages`, `chosen`/`rejected` messages).
 """
@@ -40,6 +41,7 @@ class Pair:
     score_chosen: float | None = None
     score_rejected: float | None = None
     raw_id: str | None = None
+    rejected_unfinished: bool = False  # the rejected side is a generation cut off inside its reasoning
 
 
 PairReader = Callable[[dict[str, Any]], Pair]
@@ -163,6 +165,7 @@ def read_pairs(row: dict[str, Any]) -> Pair:
         _score(row, "score_chosen"),
         _score(row, "score_rejected"),
         _raw_id(row),
+        row.get("rejected_unfinished") is True,
     )
 
 

@@ -10,7 +10,8 @@ responses (`--thinking`):
 - `require`: both sides must have a non-empty reasoning block, or the pair is rejected (missing_reasoning).
 
 A block must be well formed in every mode (one block, closed, nothing before it), with the same reasons as
-build-sft. Pair filters: empty sides, identical sides (same normalised words), a score margin below
+build-sft; the one exception is a rejected side marked `rejected_unfinished` (an on-policy generation that ran
+out of tokens inside its reasoning, data_prep/onpolicy.py), kept as `<think>\n{text}` under keep / require. Pair filters: empty sides, identical sides (same normalised words), a score margin below
 `min_score_margin` (pairs that carry scores); length, duplicates and decontamination are the shared filters of data_prep/rows.py.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from data_prep import errors as E
 from data_prep.errors import RowRejected
 from data_prep.pref_formats import PREF_READERS, Pair
-from data_prep.reasoning import canonical_content, split_optional_think
+from data_prep.reasoning import THINK_CLOSE, THINK_OPEN, canonical_content, split_optional_think
 from data_prep.textkeys import is_blank, normalize_words
 from data_prep.tokens import render_for_length
 
@@ -29,10 +30,12 @@ THINKING_MODES = ("keep", "strip", "require")
 DEDUP_KEYS = ("pair", "prompt")
 
 
-def shape_response(text: str, side: str, thinking: str) -> str:
+def shape_response(text: str, side: str, thinking: str, unfinished: bool = False) -> str:
     """The response as it will be trained, under the thinking policy (see the module docstring)."""
     if is_blank(text):
         raise RowRejected(E.EMPTY_RESPONSE, f"{side} is empty")
+    if unfinished:
+        return _unfinished_response(text, side, thinking)
     try:
         reasoning, answer = split_optional_think(text)
     except RowRejected as rejection:
@@ -48,6 +51,21 @@ def shape_response(text: str, side: str, thinking: str) -> str:
     if thinking == "strip" or not has_reasoning:
         return answer
     return canonical_content(reasoning, answer)
+
+
+def _unfinished_response(text: str, side: str, thinking: str) -> str:
+    """A generation cut off inside its reasoning (on-policy rejected sides): `<think>\n` + what was written."""
+    body = text.lstrip()
+    if not body.startswith(THINK_OPEN) or THINK_OPEN in body[len(THINK_OPEN) :] or THINK_CLOSE in body:
+        raise RowRejected(
+            E.MALFORMED_ROW, f"{side} is marked unfinished but is not one open {THINK_OPEN} block"
+        )
+    reasoning = body[len(THINK_OPEN) :].strip()
+    if is_blank(reasoning):
+        raise RowRejected(E.EMPTY_RESPONSE, f"{side} is an unfinished generation with no text")
+    if thinking == "strip":
+        raise RowRejected(E.EMPTY_ANSWER, f"{side} is unfinished: no answer to keep (--thinking strip)")
+    return f"{THINK_OPEN}\n{reasoning}"
 
 
 def check_margin(pair: Pair, min_score_margin: float | None) -> None:
@@ -71,7 +89,7 @@ def pair_record(
     """(record without id/source, the two conversations to measure, dedup key text, chosen answer, raw id)."""
     pair = PREF_READERS[fmt](row)
     chosen = shape_response(pair.chosen, "chosen", thinking)
-    rejected = shape_response(pair.rejected, "rejected", thinking)
+    rejected = shape_response(pair.rejected, "rejected", thinking, unfinished=pair.rejected_unfinished)
     if normalize_words(chosen) == normalize_words(rejected):
         raise RowRejected(E.IDENTICAL_PAIR, "chosen and rejected have the same text")
     check_margin(pair, min_score_margin)

@@ -270,15 +270,47 @@ def test_on_policy_pairs_from_eval_verdicts(tmp_path: Path) -> None:
         tmp_path, [SourceConfig(str(SAMPLES / "pref_eval_samples.jsonl"), "samples")], pairs_per_prompt=2
     )
     rows = _out_rows(tmp_path)
-    assert [r["id"] for r in rows] == ["pref_eval_samples/q1", "pref_eval_samples/q3"]
+    assert [r["id"] for r in rows] == [
+        "pref_eval_samples/q1",
+        "pref_eval_samples/q1#1",
+        "pref_eval_samples/q3",
+    ]
+    # q1: two correct, one wrong, one truncated; the truncated one is the worst (an unfinished rejected side)
     assert rows[0]["chosen"]["content"] == "<think>\nTwo plus three is five.\n</think>\n\n$\\boxed{5}$"
-    assert rows[0]["rejected"]["content"] == "<think>\n2 + 3 = 6.\n</think>\n\n$\\boxed{6}$"
+    assert rows[0]["rejected"]["content"] == "<think>\n2 + 3 = 5 and then"
+    assert rows[1]["chosen"]["content"] == "<think>\n2 + 3 = 5.\n</think>\n\nThe answer is $\\boxed{5}$."
+    assert rows[1]["rejected"]["content"] == "<think>\n2 + 3 = 6.\n</think>\n\n$\\boxed{6}$"
     assert (rows[0]["score_chosen"], rows[0]["score_rejected"]) == (1.0, 0.0)
-    # q1: two correct, one wrong, one truncated (left out): one pair, no sample used twice
+    assert (
+        rows[2]["rejected"]["content"] == "<think>\nGuess.\n</think>\n\n$\\boxed{4}$"
+    )  # undecidable left out
     assert report["per_filter"] == {E.NO_PAIR: 1}
     [reject] = [json.loads(line) for line in (tmp_path / "out" / "p.rejects.jsonl").read_text().splitlines()]
     assert reject["row"]["id"] == "q2" and reject["line"] == 5
-    assert reject["detail"] == "2 samples, 2 scored (all 0); no better and worse sample to pair"
+    assert reject["detail"] == "2 samples, 2 scored, all 0; no better and worse sample to pair"
+
+
+def test_an_unfinished_sample_is_never_chosen(tmp_path: Path) -> None:
+    rows = [
+        _sample("a", "cut off while still think", reward=5.0),  # the best score, but no answer
+        _sample("a", "r</think>\n\nfinished", reward=1.0),
+        _sample("a", "r</think>\n\nworse", reward=0.0),
+        _sample("b", "cut off", verdict="wrong", truncated=True),
+        _sample("b", "also cut off", verdict="correct", truncated=True),  # a truncated sample is never right
+    ]
+    src = _write_jsonl(tmp_path / "s.jsonl", rows)
+    report = _build(tmp_path, [SourceConfig(str(src), "samples")], pairs_per_prompt=2)
+    [pair] = _out_rows(tmp_path)
+    assert pair["chosen"]["content"] == "<think>\nr\n</think>\n\nfinished"
+    assert pair["rejected"]["content"] == "<think>\nr\n</think>\n\nworse"
+    assert report["per_filter"] == {E.NO_PAIR: 1}
+    unfinished = {"prompt": "q", "chosen": "A", "rejected": "<think>\nhalf", "rejected_unfinished": True}
+    src = _write_jsonl(tmp_path / "u.jsonl", [unfinished, {**unfinished, "rejected": "<think>\nx</think>y"}])
+    report = _build(tmp_path, [SourceConfig(str(src), "pairs")])
+    assert _out_rows(tmp_path)[0]["rejected"]["content"] == "<think>\nhalf"
+    assert report["per_filter"] == {E.MALFORMED_ROW: 1}  # marked unfinished, yet it closes its block
+    with pytest.raises(E.DataPrepError, match="empty_answer: rejected is unfinished: no answer to keep"):
+        _build(tmp_path, [SourceConfig(str(src), "pairs")], thinking="strip")
 
 
 def test_on_policy_pairs_by_reward_rank_best_with_worst(tmp_path: Path) -> None:
@@ -303,8 +335,23 @@ def test_on_policy_pairs_by_reward_rank_best_with_worst(tmp_path: Path) -> None:
     assert report["per_filter"] == {E.NO_PAIR: 2, E.MALFORMED_ROW: 1}
     rejects = [json.loads(line) for line in (tmp_path / "out" / "p.rejects.jsonl").read_text().splitlines()]
     details = {r["row"].get("id"): r["detail"] for r in rejects}
-    assert details["b"] == "2 samples, 2 scored (all 0.3); no better and worse sample to pair"
+    assert details["b"] == "2 samples, 2 scored, all 0.3; no better and worse sample to pair"
     assert details["c"].endswith("left out: undecidable 1; no better and worse sample to pair")
+
+
+def test_on_policy_pairs_scored_by_the_answer_checker(tmp_path: Path) -> None:
+    """Samples with a reference and no verdict (e.g. from another engine) are judged by ring_trl.answers."""
+    rows = [
+        _sample("a", "6 * 2</think>\n\nThe answer is $\\boxed{13}$.", answer="12"),
+        _sample("a", "6 * 2</think>\n\nThe answer is $\\boxed{12.0}$.", answer="12"),
+        _sample("b", "hm</think>\n\n(B)", reference="B", answer_type="choice", choices=["1", "2"]),
+        _sample("b", "hm</think>\n\n(A)", reference="B", answer_type="choice", choices=["1", "2"]),
+    ]
+    src = _write_jsonl(tmp_path / "s.jsonl", rows)
+    _build(tmp_path, [SourceConfig(str(src), "samples")])
+    pairs = {r["id"]: (r["chosen"]["content"], r["rejected"]["content"]) for r in _out_rows(tmp_path)}
+    assert pairs["s/a"][0].endswith("{12.0}$.") and pairs["s/a"][1].endswith("{13}$.")
+    assert pairs["s/b"][0].endswith("(B)") and pairs["s/b"][1].endswith("(A)")
 
 
 def test_on_policy_pairs_scored_by_an_isolated_reward_function(tmp_path: Path) -> None:
