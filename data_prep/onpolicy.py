@@ -10,9 +10,11 @@ or any file with `prompt` + `completion` and a score. Each sample gets a score, 
 4. the answer checker (ring_trl.answers) on the row's `reference` (or `answer`), with its `answer_type`.
 
 Samples are grouped by `id` (else by prompt); unscored ones (undecidable, a failed reward) are left out. A
-sample that never closed its reasoning (no `</think>`, or `truncated: true`) is unfinished: it has no answer,
-so it is never the chosen side, but it is a fair rejected side (the model ran out of budget instead of
-answering); it is written as the generation it was, `<think>\n` + its text, with `rejected_unfinished: true`.
+sample that never closed its reasoning (no `</think>`) is unfinished: it has no answer, so it is never the
+chosen side, but it is a fair rejected side (the model ran out of budget instead of answering); it is written
+as the generation it was, `<think>\n` + its text, with `rejected_unfinished: true`. A sample cut off after
+`</think>` (the evaluator's `truncated` with a closed block) keeps the answer it wrote: the evaluator already
+judged it wrong, and a reward function judges the text as it is.
 Within a group the best finished sample is paired with the worst sample, the second best with the second
 worst, ... while the better one scores strictly higher and no sample is used twice, up to `pairs_per_prompt`
 pairs. Each pair becomes a row of the generic `pairs` layout (with `score_chosen` / `score_rejected`), and then
@@ -79,9 +81,7 @@ def _sample(raw: RawRow) -> _Sample:
             E.MISSING_FIELD if completion is None else E.MALFORMED_ROW,
             "a sample needs 'completion' (a string)",
         )
-    return _Sample(
-        raw, prompt, completion, unfinished=row.get("truncated") is True or THINK_CLOSE not in completion
-    )
+    return _Sample(raw, prompt, completion, unfinished=THINK_CLOSE not in completion)
 
 
 def _own_score(row: dict[str, Any]) -> tuple[float | None, str | None]:

@@ -167,6 +167,61 @@ def stages() -> list[Stage]:
             ],
             [OUT / "eval" / "compare" / "compare.md"],
         ),
+        *dpo_stages(grpo_dir / "final", data),
+    ]
+
+
+def dpo_stages(model: Path, data: Path) -> list[Stage]:
+    """RLHF in three short steps: sample the GRPO model, pair its samples, DPO on the pairs (docs/rlhf.md).
+
+    The tiny model rarely closes its reasoning, so samples are ranked by the think_format reward: a sample
+    that answered beats one that ran out of tokens; 8 x 8 samples of 128 tokens give a few such pairs."""
+    samples = OUT / "eval" / "onpolicy"
+    command = [sys.executable, "-m", "ring_trl.eval", "--model", str(model), "--data", EVAL_DATA]
+    command += [
+        "--limit",
+        "8",
+        "--n",
+        "8",
+        "--max-new-tokens",
+        "128",
+        "--temperature",
+        "1.0",
+        "--top-p",
+        "1.0",
+    ]
+    command += ["--backend", "hf", "--batch-size", "64", "--no-progress", "--output-dir", str(samples)]
+    pairs = [
+        sys.executable,
+        "-m",
+        "data_prep",
+        "build-pref",
+        "--from-samples",
+        str(samples / "samples.jsonl"),
+    ]
+    pairs += ["--reward", "ring_trl.grpo.rewards:think_format", "--name", "demo_onpolicy", "--output-dir"]
+    pairs += [str(data), "--tokenizer", str(TINY), "--cutoff-len", "512", "--workers", "0", "--no-progress"]
+    dpo = [
+        str(VENV_BIN / "llamafactory-cli"),
+        "train",
+        "recipes/tiny-dpo.yaml",
+        f"model_name_or_path={model}",
+    ]
+    dpo += [f"dataset_dir={data}", "dataset=demo_onpolicy", f"output_dir={OUT / 'dpo'}", "max_steps=3"]
+    return [
+        Stage("samples", "Sample the GRPO model for on-policy pairs (python -m ring_trl.eval)", command),
+        Stage(
+            "data-pref",
+            "Pair a better with a worse sample of each prompt (data_prep build-pref --from-samples)",
+            pairs,
+            [data / "demo_onpolicy.jsonl"],
+        ),
+        Stage(
+            "dpo",
+            "LoRA DPO on the on-policy pairs (recipes/tiny-dpo.yaml)",
+            dpo,
+            [OUT / "dpo" / "trainer_state.json"],
+        ),
     ]
 
 
@@ -235,6 +290,11 @@ def _eval_table() -> str | None:
     return path.read_text().split("\n\n", 1)[-1].strip()
 
 
+def _pair_count() -> int | None:
+    path = REPO / OUT / "data" / "demo_onpolicy.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else None
+
+
 def summary(timings: dict[str, float]) -> dict:
     """Collect the numbers a user wants to see after the demo, and write them to summary.json."""
     report_path = REPO / OUT / "data" / "demo_sft.report.json"
@@ -257,6 +317,8 @@ def summary(timings: dict[str, float]) -> dict:
         "icepop_masked_frac_mean": _first_last(grpo, "icepop/masked_frac", window=10**6),
         "plots": plots,
         "eval_compare": _eval_table(),
+        "dpo_pairs": _pair_count(),
+        "dpo_margin_first_last": _first_last(_log_history(OUT / "dpo"), "rewards/margins"),
     }
     (REPO / OUT / "summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -283,6 +345,10 @@ def print_summary(result: dict) -> None:
     if result.get("eval_compare"):
         print(f"Evaluation    {EVAL_DATA}, 4 problems x 2 samples, before SFT (base) vs after GRPO (grpo):")
         print("\n".join(("    " + line).rstrip() for line in result["eval_compare"].splitlines()))
+    print(
+        f"DPO margin    {_fmt_pair(result['dpo_margin_first_last'])} (first / last step) on "
+        f"{result['dpo_pairs']} on-policy pairs of the GRPO model's samples"
+    )
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "
         + str({k: round(v) for k, v in result["timings_s"].items()})
