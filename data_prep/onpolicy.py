@@ -6,10 +6,10 @@ or any file with `prompt` + `completion` and a score. Each sample gets a score, 
 
 1. `--reward FUNCTION`: the reward function's value (run isolated in a worker process, as in GRPO);
 2. the row's `verdict` (correct 1, wrong 0; undecidable is left out) or `correct` (true 1, false 0);
-3. the row's `reward` (a number, e.g. a GRPO sample's weighted reward);
+3. the row's `reward` (a number, e.g. the weighted reward of a GRPO rollout: `save_samples: true`);
 4. the answer checker (ring_trl.answers) on the row's `reference` (or `answer`), with its `answer_type`.
 
-Samples are grouped by `id` (else by prompt); unscored ones (undecidable, a failed reward) are left out. A
+Samples are grouped by `id` (else by prompt) and, for GRPO rollouts, `step`; unscored ones (undecidable, a failed reward) are left out. A
 sample that never closed its reasoning (no `</think>`) is unfinished: it has no answer, so it is never the
 chosen side, but it is a fair rejected side (the model ran out of budget instead of answering); it is written
 as the generation it was, `<think>\n` + its text, with `rejected_unfinished: true`. A sample cut off after
@@ -182,10 +182,14 @@ class SampleScorer:
 
 
 def _group_key(sample: _Sample) -> str:
+    """The prompt's id (else the prompt itself), plus the GRPO step: samples of one policy are compared."""
     row = sample.raw.data or {}
     if isinstance(row.get("id"), (str, int)) and not isinstance(row.get("id"), bool):
-        return str(row["id"])
-    return json.dumps(sample.prompt, ensure_ascii=False, sort_keys=True)
+        key = str(row["id"])
+    else:
+        key = json.dumps(sample.prompt, ensure_ascii=False, sort_keys=True)
+    step = row.get("step")
+    return f"{key}@{step}" if isinstance(step, int) and not isinstance(step, bool) else key
 
 
 def _pairs_of(group: _Group, pairs_per_prompt: int) -> list[tuple[_Sample, _Sample]] | str:

@@ -143,6 +143,7 @@ def stages() -> list[Stage]:
                 "max_steps=30",
                 "per_device_train_batch_size=16",
                 "learning_rate=2.0e-3",
+                "save_samples=true",  # the rollouts, for the on-policy DPO pairs below
             ],
             [grpo_dir / "trainer_state.json"],
         ),
@@ -167,40 +168,24 @@ def stages() -> list[Stage]:
             ],
             [OUT / "eval" / "compare" / "compare.md"],
         ),
-        *dpo_stages(grpo_dir / "final", data),
+        *dpo_stages(grpo_dir, data),
     ]
 
 
-def dpo_stages(model: Path, data: Path) -> list[Stage]:
-    """RLHF in three short steps: sample the GRPO model, pair its samples, DPO on the pairs (docs/rlhf.md).
-
-    The tiny model rarely closes its reasoning, so samples are ranked by the think_format reward: a sample
-    that answered beats one that ran out of tokens; 8 x 8 samples of 128 tokens give a few such pairs."""
-    samples = OUT / "eval" / "onpolicy"
-    command = [sys.executable, "-m", "ring_trl.eval", "--model", str(model), "--data", EVAL_DATA]
-    command += [
-        "--limit",
-        "8",
-        "--n",
-        "8",
-        "--max-new-tokens",
-        "128",
-        "--temperature",
-        "1.0",
-        "--top-p",
-        "1.0",
-    ]
-    command += ["--backend", "hf", "--batch-size", "64", "--no-progress", "--output-dir", str(samples)]
+def dpo_stages(grpo_dir: Path, data: Path) -> list[Stage]:
+    """RLHF on the GRPO run's own rollouts (save_samples=true): pair a better and a worse rollout of the same
+    prompt and step by the GRPO reward, then a few LoRA DPO steps on those pairs (docs/rlhf.md)."""
+    model = grpo_dir / "final"
     pairs = [
         sys.executable,
         "-m",
         "data_prep",
         "build-pref",
         "--from-samples",
-        str(samples / "samples.jsonl"),
+        str(grpo_dir / "samples.jsonl"),
     ]
-    pairs += ["--reward", "ring_trl.grpo.rewards:think_format", "--name", "demo_onpolicy", "--output-dir"]
-    pairs += [str(data), "--tokenizer", str(TINY), "--cutoff-len", "512", "--workers", "0", "--no-progress"]
+    pairs += ["--name", "demo_onpolicy", "--output-dir", str(data), "--tokenizer", str(TINY)]
+    pairs += ["--cutoff-len", "512", "--workers", "0", "--no-progress"]
     dpo = [
         str(VENV_BIN / "llamafactory-cli"),
         "train",
@@ -209,16 +194,15 @@ def dpo_stages(model: Path, data: Path) -> list[Stage]:
     ]
     dpo += [f"dataset_dir={data}", "dataset=demo_onpolicy", f"output_dir={OUT / 'dpo'}", "max_steps=3"]
     return [
-        Stage("samples", "Sample the GRPO model for on-policy pairs (python -m ring_trl.eval)", command),
         Stage(
             "data-pref",
-            "Pair a better with a worse sample of each prompt (data_prep build-pref --from-samples)",
+            "On-policy pairs from the GRPO rollouts (data_prep build-pref --from-samples)",
             pairs,
             [data / "demo_onpolicy.jsonl"],
         ),
         Stage(
             "dpo",
-            "LoRA DPO on the on-policy pairs (recipes/tiny-dpo.yaml)",
+            "LoRA DPO of the GRPO model on those pairs (recipes/tiny-dpo.yaml)",
             dpo,
             [OUT / "dpo" / "trainer_state.json"],
         ),
@@ -347,7 +331,7 @@ def print_summary(result: dict) -> None:
         print("\n".join(("    " + line).rstrip() for line in result["eval_compare"].splitlines()))
     print(
         f"DPO margin    {_fmt_pair(result['dpo_margin_first_last'])} (first / last step) on "
-        f"{result['dpo_pairs']} on-policy pairs of the GRPO model's samples"
+        f"{result['dpo_pairs']} on-policy pairs of GRPO rollouts"
     )
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,9 @@ import pytest
 import torch
 import yaml
 
+from data_prep.config import BuildConfig, SourceConfig
+from data_prep.errors import DataPrepError
+from data_prep.pipeline import Build
 from ring_trl.grpo.rewards.reward_model import RewardModelScorer, load_reward_model
 from ring_trl.llamafactory.render import render_pairs_with_llamafactory
 from ring_trl.runtime import UsageError
@@ -145,7 +149,7 @@ def test_grpo_run_mixes_a_python_reward_with_the_reward_model(
     result = subprocess.run(
         [
             sys.executable, "-m", "ring_trl.grpo", str(recipe), f"model_name_or_path={tiny_model_dir}",
-            f"rewards={json.dumps(rewards)}", f"output_dir={out}", "max_steps=2",
+            f"rewards={json.dumps(rewards)}", f"output_dir={out}", "max_steps=2", "save_samples=true",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
@@ -159,3 +163,25 @@ def test_grpo_run_mixes_a_python_reward_with_the_reward_model(
         assert math.isfinite(rm_mean) and rm_mean != 0.0
         assert row[f"rewards/{name}/failures"] == 0
         assert row["reward"] == pytest.approx(1.0 * python_mean + 0.5 * rm_mean, abs=1e-4)
+
+    # save_samples: every rollout with its rewards, the input of build-pref --from-samples
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 8 and {s["step"] for s in samples} == {0, 1}
+    for sample in samples:
+        assert set(sample["rewards"]) == {"math_answer", name} and sample["answer"]
+        expected = 1.0 * sample["rewards"]["math_answer"] + 0.5 * sample["rewards"][name]
+        assert sample["reward"] == pytest.approx(expected, abs=1e-5)
+    by_step = [sum(s["rewards"][name] for s in samples if s["step"] == step) / 8 for step in (0, 1)]
+    assert by_step == pytest.approx([row[f"rewards/{name}/mean"] for row in steps], abs=1e-4)
+
+    config = BuildConfig(
+        inputs=[SourceConfig(str(out / "samples.jsonl"), "samples")], output_dir=str(tmp_path / "pairs"),
+        dataset_name="onpolicy", cutoff_len=0, workers=0, progress=False,
+    )  # fmt: skip
+    config.validate("pref")
+    groups = len({(s["id"], s["step"]) for s in samples})  # a prompt's rollouts of one step
+    try:
+        read = Build(config, "pref").run().report["rows_read"]  # pairs + prompts without a pair
+    except DataPrepError as error:  # a random policy may give no pair at all: every group says why
+        read = int(re.search(rf"all (\d+) rows were rejected \(no_pair {groups}\)", str(error)).group(1))
+    assert read == groups

@@ -142,4 +142,11 @@ def build_trainer(
         callbacks=callbacks,
         peft_config=peft_config,
     )
+    if recipe.save_samples:
+        from ring_trl.grpo.samples import SampleLog, samples_path
+
+        path = samples_path(output_dir, trainer.accelerator.process_index)
+        trainer.sample_log = SampleLog(
+            path, list(trainer.reward_func_names), checked.weights, bool(recipe.resume)
+        )
     return trainer, paths

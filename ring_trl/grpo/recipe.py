@@ -71,6 +71,9 @@ class GRPORecipe:
     reward_timeout_s: float | None = 120.0
     reward_failure_value: float | None = 0.0
     resume: str | None = None
+    save_samples: bool = (
+        False  # every rollout + rewards to output_dir/samples.jsonl (ring_trl/grpo/samples.py)
+    )
     source: Path | None = None
 
     @property
