@@ -49,6 +49,9 @@ CRAFTED = [
         "<think>\n4 + 4\n</think>\n\n8, a much longer wrong answer that makes the two sides differ in length.",
     ),
     _pair([_user("Reply in one word.")], "Fine.", "I would rather write a whole sentence instead."),
+    _pair(  # an on-policy rejected side that ran out of tokens inside its reasoning
+        [_user("What is 6 * 7?")], "<think>\n6 * 7 = 42\n</think>\n\n42", "<think>\n6 * 7 is 6 + 6 + 6 and"
+    ),
 ]
 
 
