@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_dpo_moves_preference_accuracy_and_reward_margin(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "dpo"
-    llamafactory("train", "tiny-dpo", {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 5})
+    llamafactory(
+        "train", "tiny-dpo", {"model_name_or_path": tiny_model_dir, "output_dir": out, "max_steps": 5}
+    )
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     steps = [row for row in history if "rewards/margins" in row]
     assert len(steps) == 5

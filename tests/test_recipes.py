@@ -46,7 +46,9 @@ def test_every_yaml_directly_under_recipes_is_a_train_recipe() -> None:
     for recipe in TRAIN_RECIPES:
         args = yaml.safe_load(recipe.read_text())
         assert "export_dir" not in args and args.get("do_train") is True, recipe.name
-        assert "_" not in recipe.stem, f"{recipe.name}: recipe names use dashes (make sft RECIPE=ring-mini-lora)"
+        assert "_" not in recipe.stem, (
+            f"{recipe.name}: recipe names use dashes (make sft RECIPE=ring-mini-lora)"
+        )
     for recipe in EXPORT_RECIPES:
         assert "export_dir" in yaml.safe_load(recipe.read_text()), recipe.name
 
