@@ -93,7 +93,7 @@ data-rlvr: setup ## Build an RLVR prompt set: make data-rlvr CONFIG=data_prep/co
 
 .PHONY: data-pref
 data-pref: DATA_CONFIG = $(or $(CONFIG),data_prep/configs/demo_pref.yaml)
-data-pref: setup ## Build preference pairs: make data-pref CONFIG=<yaml> [STRICT=1] [ARGS="--from-samples F --name N"]
+data-pref: setup ## Build preference pairs (DPO / reward model): make data-pref CONFIG=data_prep/configs/<x>.yaml [STRICT=1]
 	@$(DATA_TINY)
 	$(OFFLINE) $(PY) -m data_prep build-pref --config $(DATA_CONFIG) $(DATA_STRICT) $(ARGS)
 
