@@ -4,6 +4,8 @@ on-policy pairs from samples, the CLI, and LLaMA-Factory reading the output as a
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -426,3 +428,15 @@ def test_llamafactory_reads_every_pair_of_the_demo_config(tmp_path: Path, tiny_m
     for row, pair in zip(rows, pairs, strict=True):
         trained = tokenizer.decode([t for t in pair.chosen.labels if t >= 0])
         assert trained == row["chosen"]["content"] + tokenizer.eos_token
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_data_pref_runs_build_pref_with_its_config() -> None:
+    def dry_run(*args: str) -> str:
+        proc = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True)
+        [line] = [ln for ln in proc.stdout.splitlines() if "-m data_prep" in ln]
+        return " ".join(line[line.index("-m data_prep") :].split())
+
+    assert dry_run("data-pref") == "-m data_prep build-pref --config data_prep/configs/demo_pref.yaml"
+    strict = dry_run("data-pref", "CONFIG=x.yaml", "STRICT=1")
+    assert strict == "-m data_prep build-pref --config x.yaml --strict --fail-on-rejects"
