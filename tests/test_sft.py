@@ -44,7 +44,12 @@ def llamafactory(command: str, recipe: str, overrides: dict[str, object], proces
     args = [f"{key}={value}" for key, value in overrides.items()]
     for attempt in range(TEARDOWN_RETRIES + 1):
         result = subprocess.run(
-            [str(BIN / "llamafactory-cli"), command, f"recipes/{'export/' if command == 'export' else ''}{recipe}.yaml", *args],
+            [
+                str(BIN / "llamafactory-cli"),
+                command,
+                f"recipes/{'export/' if command == 'export' else ''}{recipe}.yaml",
+                *args,
+            ],
             cwd=REPO,
             env=env,
             capture_output=True,

@@ -39,13 +39,16 @@ from ring_trl.grpo.sampling import (
     rollout_generation_config,
     sampling_processors,
 )
-from ring_trl.grpo.vllm_sync import published_names_for_vllm
+from ring_trl.grpo.vllm_compat import patch_trl_grpo_module
+from ring_trl.grpo.vllm_sync import published_names_for_vllm, sync_colocated_engine
 from ring_trl.icepop import icepop_weights
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_LOGPS_KEY = "sampling_per_token_logps"
 WEIGHTS_KEY = "icepop_weights"
+
+patch_trl_grpo_module()  # vLLM installed (.venv-vllm): TRL's colocate/server code runs on vLLM 0.32 (vllm_compat.py)
 
 
 def _needs_own_reference_model(model: Any, args: IcePopGRPOConfig, peft_config: Any) -> bool:
@@ -117,12 +120,12 @@ class IcePopGRPOTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------------------- rollouts
     def _move_model_to_vllm(self) -> None:
-        """TRL's weight sync, with fused Ring experts sent under the per-expert names vLLM loads (vllm_sync.py)."""
-        client = getattr(self, "vllm_client", None) if self.vllm_mode == "server" else None
-        colocated = None
-        if self.vllm_mode == "colocate" and getattr(self, "llm", None) is not None:
-            colocated = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        with published_names_for_vllm(vllm_client=client, vllm_model=colocated):
+        """Colocated engine: one bulk reload (vllm_sync.py). Server: TRL's per-tensor push under the published
+        per-expert names, which `python -m ring_trl.grpo.vllm_serve` reloads in bulk."""
+        if self.vllm_mode == "colocate":
+            sync_colocated_engine(self)
+            return
+        with published_names_for_vllm(vllm_client=getattr(self, "vllm_client", None)):
             super()._move_model_to_vllm()
 
     def _generate_single_turn(self, prompts: list, images: list | None):

@@ -171,6 +171,8 @@ def _fill_folder(
     in_layers = mtp_layers_counted_in_num_hidden_layers(config, checkpoint_weight_names(source))
     config = dict(config)
     config["auto_map"] = auto_map_for()
+    # vLLM builds the q/k norms as LayerNorm (with a bias) unless told otherwise; Ring's are RMSNorms.
+    config.setdefault("use_rmsnorm", True)
     if in_layers is not None:
         config["mtp_layers_in_num_hidden_layers"] = in_layers
     if expert_layout is not None:

@@ -87,6 +87,7 @@ def tiny_config(vocab_size: int, bos_id: int, eos_id: int) -> BailingMoeV2Config
         head_dim=32,
         partial_rotary_factor=0.5,
         use_qk_norm=True,
+        use_rmsnorm=True,  # read by vLLM: without it the q/k norms become LayerNorms with a bias
         max_position_embeddings=4096,
         rope_theta=600000.0,
         num_experts=16,
