@@ -102,6 +102,12 @@ data-rlvr: setup ## Build an RLVR prompt set: make data-rlvr CONFIG=data_prep/co
 	@$(DATA_TINY)
 	$(OFFLINE) $(PY) -m data_prep build-rlvr --config $(DATA_CONFIG) $(DATA_STRICT) $(ARGS)
 
+.PHONY: data-pref
+data-pref: DATA_CONFIG = $(or $(CONFIG),data_prep/configs/demo_pref.yaml)
+data-pref: setup ## Build preference pairs (DPO / reward model): make data-pref CONFIG=data_prep/configs/<x>.yaml [STRICT=1]
+	@$(DATA_TINY)
+	$(OFFLINE) $(PY) -m data_prep build-pref --config $(DATA_CONFIG) $(DATA_STRICT) $(ARGS)
+
 grpo: NAME = $(subst _,-,$(or $(RECIPE),tiny-icepop))
 grpo: setup ## Run an IcePop GRPO recipe: make grpo RECIPE=tiny-icepop ARGS="max_steps=4"
 	@test -f recipes/grpo/$(NAME).yaml || { echo "no recipe recipes/grpo/$(NAME).yaml; try: $$(ls recipes/grpo/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

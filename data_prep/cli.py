@@ -1,4 +1,4 @@
-"""Command line: `python -m data_prep build-sft|build-rlvr [--config YAML] [flags]`."""
+"""Command line: `python -m data_prep build-sft|build-rlvr|build-pref [--config YAML] [flags]`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     for command, help_text in (
         ("build-sft", "Long-CoT SFT dataset for LLaMA-Factory (sharegpt messages)"),
         ("build-rlvr", "RLVR prompt set (prompt + verifiable answer) for the GRPO trainer"),
+        ("build-pref", "preference pairs (prompt, chosen, rejected) for LLaMA-Factory's dpo / rm stages"),
     ):
         sub = commands.add_parser(command, help=help_text, epilog=EPILOG)
         sub.add_argument("--config", help="YAML file with BuildConfig fields (flags override it)")
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
             "--cutoff-len",
             dest="cutoff_len",
             type=int,
-            help="drop rows longer than this many tokens (RLVR: prompt tokens); 0 disables",
+            help="drop rows longer than this many tokens (RLVR: prompt tokens; pairs: the longer side's "
+            "whole conversation); 0 disables",
         )
         sub.add_argument("--seed", type=int)
         sub.add_argument("--val-size", dest="val_size", type=float, help="fraction (<1) or row count")
@@ -78,7 +80,46 @@ def _parser() -> argparse.ArgumentParser:
         # The older flag: exit 0 despite rejected rows is now the default.
         sub.add_argument("--rejects-ok", dest="rejects_ok", action="store_true", help=argparse.SUPPRESS)
         sub.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+        if command == "build-pref":
+            _preference_flags(sub)
     return parser
+
+
+def _preference_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--thinking",
+        choices=("keep", "strip", "require"),
+        help="the responses' <think> block: keep it (default), strip it, or require it on both sides",
+    )
+    sub.add_argument(
+        "--min-score-margin",
+        dest="min_score_margin",
+        type=float,
+        help="drop pairs whose score_chosen - score_rejected is smaller (pairs without scores pass)",
+    )
+    sub.add_argument(
+        "--pair-dedup",
+        dest="pair_dedup",
+        choices=("pair", "prompt"),
+        help="what makes a duplicate: the same pair (default) or the same prompt",
+    )
+    sub.add_argument(
+        "--from-samples",
+        action="append",
+        dest="samples",
+        metavar="PATH",
+        help="on-policy pairs from eval / GRPO samples (samples.jsonl): a better and a worse sample of the "
+        "same prompt (repeatable)",
+    )
+    sub.add_argument(
+        "--pairs-per-prompt", dest="pairs_per_prompt", type=int, help="--from-samples: most pairs per prompt"
+    )
+    sub.add_argument(
+        "--reward",
+        dest="samples_reward",
+        metavar="FUNCTION",
+        help="--from-samples: score samples with this reward (package.module:fn or file.py:fn), run isolated",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,19 +129,23 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0) and E.EXIT_USAGE
     overrides: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k not in ("command", "config", "format", "rejects_ok")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "config", "format", "rejects_ok", "samples")
     }
     if args.rejects_ok:
         overrides["fail_on_rejects"] = False
-    if args.inputs:
-        overrides["inputs"] = [SourceConfig(path=p, format=args.format or "auto") for p in args.inputs]
-    kind = "sft" if args.command == "build-sft" else "rlvr"
+    samples = getattr(args, "samples", None) or []
+    if args.inputs or samples:
+        overrides["inputs"] = [SourceConfig(path=p, format=args.format or "auto") for p in args.inputs or []]
+        overrides["inputs"] += [SourceConfig(path=p, format="samples") for p in samples]
+    kind = args.command.removeprefix("build-")
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, kind)
         if args.format and not args.inputs:
             for source in config.inputs:
                 source.format = args.format
-            config.validate()
+            config.validate(kind)
         from data_prep.pipeline import Build
 
         result = Build(config, kind).run()

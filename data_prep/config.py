@@ -12,6 +12,9 @@ import yaml
 
 from data_prep.errors import UsageError
 from data_prep.formats import resolve_format
+from data_prep.pref_formats import resolve_pref_format
+
+KINDS = ("sft", "rlvr", "pref")
 
 
 @dataclass
@@ -37,7 +40,7 @@ class BuildConfig:
     """Everything a build-sft / build-rlvr run needs. Field names are the YAML keys."""
 
     inputs: list[SourceConfig] = field(default_factory=list)
-    kind: str | None = None  # "sft" or "rlvr": when set, the other command refuses this config
+    kind: str | None = None  # "sft", "rlvr" or "pref": when set, the other commands refuse this config
     output_dir: str = "outputs/data"
     dataset_name: str = "ring_sft"
     tokenizer: str | None = None  # folder with tokenizer.json; default models/ring-tiny
@@ -63,12 +66,22 @@ class BuildConfig:
     strict: bool = False  # stop (exit 1, nothing published) at the first malformed row or unreadable file
     fail_on_rejects: bool = False  # exit 3 after publishing when any row was rejected or a file had an error
     progress: bool = True
+    # build-pref only (docs/rlhf.md)
+    thinking: str = "keep"  # keep | strip | require the <think> block of each response
+    min_score_margin: float | None = None  # drop pairs with score_chosen - score_rejected below this
+    pair_dedup: str = "pair"  # duplicates are the same prompt+chosen+rejected ("pair") or the same prompt
+    pairs_per_prompt: int = 1  # --from-samples: at most this many pairs from one prompt's samples
+    samples_reward: str | None = (
+        None  # --from-samples: score samples with this reward (module:fn, file.py:fn)
+    )
 
-    def validate(self) -> None:
+    def validate(self, command: str | None = None) -> None:
+        """Check every setting; `command` (sft, rlvr, pref) picks the format names when `kind` is unset."""
         if not self.inputs:
             raise UsageError("no inputs: give --input PATH or an `inputs:` list in the config")
+        kind = self.kind or command
         for source in self.inputs:
-            source.format = resolve_format(source.format)
+            source.format = (resolve_pref_format if kind == "pref" else resolve_format)(source.format)
             if source.max_rows is not None and source.max_rows < 0:
                 raise UsageError(f"{source.path}: max_rows must be >= 0")
             if source.weight < 0:
@@ -80,8 +93,14 @@ class BuildConfig:
             raise UsageError("near_dedup_threshold must be in (0, 1]")
         if self.dedup_on not in ("prompt", "prompt_answer"):
             raise UsageError("dedup_on must be 'prompt' or 'prompt_answer'")
-        if self.kind not in (None, "sft", "rlvr"):
-            raise UsageError(f"kind must be 'sft' or 'rlvr', got {self.kind!r}")
+        if self.kind not in (None, *KINDS):
+            raise UsageError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.thinking not in ("keep", "strip", "require"):
+            raise UsageError(f"thinking must be keep, strip or require, got {self.thinking!r}")
+        if self.pair_dedup not in ("pair", "prompt"):
+            raise UsageError(f"pair_dedup must be 'pair' or 'prompt', got {self.pair_dedup!r}")
+        if self.pairs_per_prompt < 1:
+            raise UsageError("pairs_per_prompt must be >= 1")
         if self.default_task not in ("math", "code"):
             raise UsageError("default_task must be 'math' or 'code'")
         if self.val_size < 0:
@@ -104,7 +123,7 @@ def _source(value: Any) -> SourceConfig:
     return SourceConfig(**value)
 
 
-def load_config(path: str | None, overrides: dict[str, Any]) -> BuildConfig:
+def load_config(path: str | None, overrides: dict[str, Any], command: str | None = None) -> BuildConfig:
     """YAML file (optional) then flag overrides (None values are ignored)."""
     data: dict[str, Any] = {}
     if path:
@@ -131,5 +150,5 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> BuildConfig:
         config = BuildConfig(**data)
     except TypeError as err:
         raise UsageError(f"bad config: {err}") from err
-    config.validate()
+    config.validate(command)
     return config

@@ -29,6 +29,11 @@ DUPLICATE_NEAR = "duplicate_near"
 CONTAMINATED = "contaminated"
 MISSING_REFERENCE = "missing_reference"
 UNVERIFIABLE_REFERENCE = "unverifiable_reference"
+# Preference pairs (build-pref).
+EMPTY_RESPONSE = "empty_response"  # a side is missing or shows nothing
+IDENTICAL_PAIR = "identical_pair"  # chosen and rejected say the same thing
+LOW_SCORE_MARGIN = "low_score_margin"  # score_chosen - score_rejected below min_score_margin
+NO_PAIR = "no_pair"  # on-policy samples of one prompt that give no better/worse pair (--from-samples)
 # Not a row: a file could not be read to its end (the rows before the error were kept).
 FILE_ERROR = "file_error"
 

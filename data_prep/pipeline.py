@@ -28,6 +28,7 @@ from data_prep.decontam import benchmark_texts
 from data_prep.errors import DataPrepError, UsageError
 from data_prep.formats import detect_format
 from data_prep.outputs import DatasetWriter
+from data_prep.pref_formats import SAMPLES_FORMAT, detect_pref_format
 from data_prep.report import RunStats, build_report, plot_lengths, render_markdown
 from data_prep.rows import Candidate, Rejected, RowProcessor, RowSettings
 from data_prep.sources import RawRow, iter_rows
@@ -145,7 +146,7 @@ class _Deduper:
 
 
 class Build:
-    """One build-sft or build-rlvr run."""
+    """One build-sft, build-rlvr or build-pref run."""
 
     def __init__(self, config: BuildConfig, kind: str) -> None:
         self.config = config
@@ -172,8 +173,10 @@ class Build:
             near_dedup=config.near_dedup,
             minhash_num_perm=config.minhash_num_perm,
             minhash_ngram=config.minhash_ngram,
-            dedup_on=config.dedup_on,
+            dedup_on=config.pair_dedup if self.kind == "pref" else config.dedup_on,
             default_task=config.default_task,
+            thinking=config.thinking,
+            min_score_margin=config.min_score_margin,
         )
         writer = DatasetWriter(config.output_dir, config.dataset_name)
         try:
@@ -268,7 +271,11 @@ class Build:
         rows: Iterator[RawRow] = iter_rows(source.path)
         if config.limit is not None:
             rows = itertools.islice(rows, config.limit)
-        fmt, rows = _resolve_format(source, rows)
+        fmt, rows = _resolve_format(source, rows, self.kind)
+        if fmt == SAMPLES_FORMAT:  # on-policy samples: paired up first, then filtered like any pair
+            from data_prep.onpolicy import pair_samples
+
+            fmt, rows = "pairs", pair_samples(rows, config.pairs_per_prompt, config.samples_reward)
         pending: deque[Future] = deque()
         progress = _progress(config, name)
         try:
@@ -389,6 +396,10 @@ class Build:
                 out.write(handle.readline())
 
     def _info_entry(self, filename: str) -> dict[str, Any]:
+        if self.kind == "pref":
+            from data_prep.preference import ranking_info_entry
+
+            return ranking_info_entry(filename)
         if self.kind == "sft":
             return {
                 "file_name": filename,
@@ -409,21 +420,24 @@ class Build:
         }
 
 
-def _resolve_format(source: SourceConfig, rows: Iterator[RawRow]) -> tuple[str, Iterator[RawRow]]:
+def _resolve_format(
+    source: SourceConfig, rows: Iterator[RawRow], kind: str = "sft"
+) -> tuple[str, Iterator[RawRow]]:
     """The explicit format, or the one detected on the first readable row (rows are not consumed)."""
     if source.format != "auto":
         return source.format, rows
+    detect = detect_pref_format if kind == "pref" else detect_format
     seen: list[RawRow] = []
     for raw in rows:
         seen.append(raw)
         if raw.data is not None:
-            fmt = detect_format(raw.data)
+            fmt = detect(raw.data)
             if fmt is None:
                 raise DataPrepError(
                     f"{raw.location}: cannot detect the format from keys {sorted(raw.data)}; pass --format"
                 )
             return fmt, itertools.chain(seen, rows)
-    return "simple", iter(seen)
+    return ("pairs" if kind == "pref" else "simple"), iter(seen)
 
 
 def _batches(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:

@@ -128,6 +128,17 @@ def split_think(text: str) -> tuple[str, str]:
     return _require_reasoning(reasoning), strip_answer_tags(after)
 
 
+def split_optional_think(text: str) -> tuple[str | None, str]:
+    """Like `split_think`, but a response without any think tag is all answer (reasoning None), and an empty
+    block gives reasoning "": preference data has both kinds of responses; the same structure rules apply."""
+    block = _one_block(text, THINK_OPEN, THINK_CLOSE, _REASONING, missing_open_ok=True)
+    if block is None:
+        return None, text.strip()
+    before, reasoning, after = block
+    _require_nothing_before(before, THINK_OPEN)
+    return reasoning.strip(), strip_answer_tags(after)
+
+
 def split_thought_solution(text: str) -> tuple[str, str]:
     """Sky-T1 / Bespoke-Stratos / OpenThoughts: begin/end_of_thought, then begin/end_of_solution."""
     block = _one_block(text, THOUGHT_OPEN, THOUGHT_CLOSE, _REASONING)

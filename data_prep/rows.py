@@ -41,6 +41,8 @@ class RowSettings:
     minhash_ngram: int
     dedup_on: str
     default_task: str
+    thinking: str = "keep"  # build-pref: keep | strip | require the responses' reasoning blocks
+    min_score_margin: float | None = None  # build-pref: drop pairs whose score margin is smaller
 
 
 @dataclass
@@ -89,23 +91,24 @@ class RowProcessor:
     # -- public ---------------------------------------------------------------------------------------
 
     def process(self, source: str, fmt: str, rows: list[RawRow]) -> list[Candidate | Rejected]:
-        build = self._sft if self.settings.kind == "sft" else self._rlvr
+        build = {"sft": self._sft, "rlvr": self._rlvr, "pref": self._pref}[self.settings.kind]
         out: list[Candidate | Rejected | None] = [None] * len(rows)
-        pending: list[tuple[int, dict[str, Any], str, str]] = []  # index, record, text to measure, key text
+        # index, record, text(s) to measure (a pair has two: its length is the longer one), key text
+        pending: list[tuple[int, dict[str, Any], str | tuple[str, ...], str]] = []
         with self._timed("convert_and_decontaminate"):
             for i, raw in enumerate(rows):
                 try:
                     if raw.error is not None:
                         raise raw.error
                     record, measure_text, key_text, answer = build(source, fmt, raw)
-                    self._check_provably_too_long(measure_text)
+                    for text in (measure_text,) if isinstance(measure_text, str) else measure_text:
+                        self._check_provably_too_long(text)
                     self._check_contamination(record, answer)
                     pending.append((i, record, measure_text, key_text))
                 except RowRejected as rejection:
                     out[i] = _rejected(rejection, raw)
         with self._timed("tokenize"):
-            texts = [p[2] for p in pending]
-            lengths = self.counter.count(texts) if self.counter else [None] * len(pending)
+            lengths = self._lengths([p[2] for p in pending])
         survivors: list[tuple[int, dict[str, Any], int | None, list[str], bool]] = []
         with self._timed("verify"):
             for (i, record, _, key_text), length in zip(pending, lengths, strict=True):
@@ -150,6 +153,14 @@ class RowProcessor:
         finally:
             self.stage_seconds[stage] += time.perf_counter() - start
 
+    def _lengths(self, measures: list[str | tuple[str, ...]]) -> list[int | None]:
+        """Token counts in one batch call; a row with several texts counts as its longest."""
+        if self.counter is None:
+            return [None] * len(measures)
+        groups = [(m,) if isinstance(m, str) else m for m in measures]
+        counts = iter(self.counter.count([text for group in groups for text in group]))
+        return [max(next(counts) for _ in group) for group in groups]
+
     def take_timings(self) -> dict[str, float]:
         """Seconds per stage since the last call (workers report them with each batch)."""
         timings, self.stage_seconds = dict(self.stage_seconds), Counter()
@@ -169,7 +180,11 @@ class RowProcessor:
             raise RowRejected(E.EMPTY_ANSWER, "nothing visible after the reasoning block")
         check_no_think_tags(reasoning, answer)
         messages = [*example.prompt, {"role": "assistant", "content": canonical_content(reasoning, answer)}]
-        record: dict[str, Any] = {"id": _row_id(source, example, raw), "source": source, "messages": messages}
+        record: dict[str, Any] = {
+            "id": _row_id(source, example.raw_id, raw),
+            "source": source,
+            "messages": messages,
+        }
         if example.reference_answer:
             record["reference_answer"] = example.reference_answer
         prompt_text = _prompt_text(example)
@@ -226,7 +241,7 @@ class RowProcessor:
         if task == "code" and not example.tests:
             raise RowRejected(E.MISSING_REFERENCE, "code prompt without tests")
         record: dict[str, Any] = {
-            "id": _row_id(source, example, raw),
+            "id": _row_id(source, example.raw_id, raw),
             "source": source,
             "prompt": prompt,
             "answer": reference,
@@ -235,6 +250,17 @@ class RowProcessor:
         if example.tests:
             record["tests"] = example.tests
         return record, render_for_length(prompt), _prompt_text(example), reference
+
+    # -- preference pairs -----------------------------------------------------------------------------
+
+    def _pref(self, source: str, fmt: str, raw: RawRow) -> tuple[dict[str, Any], tuple[str, str], str, str]:
+        from data_prep.preference import pair_record
+
+        settings = self.settings
+        record, measure, key_text, answer, raw_id = pair_record(
+            fmt, raw.data or {}, settings.thinking, settings.min_score_margin, settings.dedup_on
+        )
+        return {"id": _row_id(source, raw_id, raw), "source": source, **record}, measure, key_text, answer
 
     # -- shared ---------------------------------------------------------------------------------------
 
@@ -269,10 +295,8 @@ def _prompt_text(example: Example) -> str:
     return "\n".join(m["content"] for m in example.prompt if m["role"] == "user")
 
 
-def _row_id(source: str, example: Example, raw: RawRow) -> str:
-    return (
-        f"{source}/{example.raw_id}" if example.raw_id else f"{source}/{Path(raw.file).name}:{raw.position}"
-    )
+def _row_id(source: str, raw_id: str | None, raw: RawRow) -> str:
+    return f"{source}/{raw_id}" if raw_id else f"{source}/{Path(raw.file).name}:{raw.position}"
 
 
 def dump_line(record: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ def stages() -> list[Stage]:
                 "max_steps=8",
                 "per_device_train_batch_size=16",
                 "learning_rate=2.0e-3",
+                "save_samples=true",  # the rollouts, for the on-policy DPO pairs below
             ],
             [grpo_dir / "trainer_state.json"],
         ),
@@ -168,6 +169,44 @@ def stages() -> list[Stage]:
                 str(OUT / "eval" / "compare"),
             ],
             [OUT / "eval" / "compare" / "compare.md"],
+        ),
+        *dpo_stages(grpo_dir, data),
+    ]
+
+
+def dpo_stages(grpo_dir: Path, data: Path) -> list[Stage]:
+    """RLHF on the GRPO run's own rollouts (save_samples=true): pair a better and a worse rollout of the same
+    prompt and step by the GRPO reward, then a few LoRA DPO steps on those pairs (docs/rlhf.md)."""
+    model = grpo_dir / "final"
+    pairs = [
+        sys.executable,
+        "-m",
+        "data_prep",
+        "build-pref",
+        "--from-samples",
+        str(grpo_dir / "samples.jsonl"),
+    ]
+    pairs += ["--name", "demo_onpolicy", "--output-dir", str(data), "--tokenizer", str(TINY)]
+    pairs += ["--cutoff-len", "512", "--workers", "0", "--no-progress"]
+    dpo = [
+        str(VENV_BIN / "llamafactory-cli"),
+        "train",
+        "recipes/tiny-dpo.yaml",
+        f"model_name_or_path={model}",
+    ]
+    dpo += [f"dataset_dir={data}", "dataset=demo_onpolicy", f"output_dir={OUT / 'dpo'}", "max_steps=3"]
+    return [
+        Stage(
+            "data-pref",
+            "On-policy pairs from the GRPO rollouts (data_prep build-pref --from-samples)",
+            pairs,
+            [data / "demo_onpolicy.jsonl"],
+        ),
+        Stage(
+            "dpo",
+            "LoRA DPO of the GRPO model on those pairs (recipes/tiny-dpo.yaml)",
+            dpo,
+            [OUT / "dpo" / "trainer_state.json"],
         ),
     ]
 
@@ -247,6 +286,11 @@ def _run_mean(history: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _pair_count() -> int | None:
+    path = REPO / OUT / "data" / "demo_onpolicy.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else None
+
+
 def summary(timings: dict[str, float]) -> dict:
     """Collect the numbers a user wants to see after the demo, and write them to summary.json."""
     report_path = REPO / OUT / "data" / "demo_sft.report.json"
@@ -269,6 +313,8 @@ def summary(timings: dict[str, float]) -> dict:
         "icepop_masked_frac_mean": _run_mean(grpo, "icepop/masked_frac"),
         "plots": plots,
         "eval_compare": _eval_table(),
+        "dpo_pairs": _pair_count(),
+        "dpo_margin_first_last": _first_last(_log_history(OUT / "dpo"), "rewards/margins"),
     }
     (REPO / OUT / "summary.json").write_text(json.dumps(result, indent=2))
     return result
@@ -295,6 +341,10 @@ def print_summary(result: dict) -> None:
     if result.get("eval_compare"):
         print(f"Evaluation    {EVAL_DATA}, 4 problems x 2 samples, before SFT (base) vs after GRPO (grpo):")
         print("\n".join(("    " + line).rstrip() for line in result["eval_compare"].splitlines()))
+    print(
+        f"DPO margin    {_fmt_pair(result['dpo_margin_first_last'])} (first / last step) on "
+        f"{result['dpo_pairs']} on-policy pairs of GRPO rollouts"
+    )
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "
         + str({k: round(v) for k, v in result["timings_s"].items()})

@@ -78,12 +78,15 @@ def _v2_model_dir(tiny_model_dir: Path, target: Path) -> Path:
     return target
 
 
-def expected_from_chat_template(tokenizer, messages: list[dict[str, str]], append_eos: bool):
+def expected_from_chat_template(
+    tokenizer, messages: list[dict[str, str]], append_eos: bool, last_turn_only: bool = False
+):
     """(input_ids, labels) implied by the chat template: assistant bodies carry loss, nothing else.
 
     `append_eos` is the hub format's rule: the template has no end-of-turn marker, so the eos the model must emit
     after each answer is trained in place of the token that follows (LLaMA-Factory's efficient_eos) and appended
-    after the final answer.
+    after the final answer. `last_turn_only`: one side of a preference pair, where only the final assistant turn
+    (the response) is trained and earlier turns are prompt.
     """
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -96,6 +99,8 @@ def expected_from_chat_template(tokenizer, messages: list[dict[str, str]], appen
         end = len(text) if following == -1 else following
         spans.append((start, end))
         cursor = end
+    if last_turn_only:
+        spans = spans[-1:]
     labels = [IGNORE_INDEX] * len(ids)
     for index, (char_start, char_end) in enumerate(encoding["offset_mapping"]):
         if any(start <= char_start and char_end <= end for start, end in spans):

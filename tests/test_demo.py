@@ -56,6 +56,14 @@ def test_demo_runs_every_stage_and_reports_sane_numbers(
     assert "| metric | base | grpo |" in summary["eval_compare"]
     assert "| pass@1 |" in result.stdout and "base -> grpo" in result.stdout
 
+    # RLHF: on-policy pairs from the GRPO model's samples, then a short DPO whose reward margin moves
+    pairs = [json.loads(row) for row in (out / "data" / "demo_onpolicy.jsonl").read_text().splitlines()]
+    assert pairs and summary["dpo_pairs"] == len(pairs)
+    assert all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    first_margin, last_margin = summary["dpo_margin_first_last"]
+    assert first_margin == 0.0 and last_margin > first_margin  # the policy starts as its own reference
+    assert "DPO margin" in result.stdout
+
 
 # Third-party messages that are either fixed at their cause or hidden by the kit (README, "Troubleshooting").
 KNOWN_NOISE = (

@@ -22,6 +22,7 @@ REAL_MODEL_RECIPES = [p for p in RECIPES if not p.name.startswith("tiny-")]
 REQUIRED = {
     "ring-mini-lora", "ring-mini-qlora", "ring-mini-full", "ring-flash-lora", "ring-flash-qlora",
     "ring-flash-full", "ring-mini-merge", "tiny-lora", "tiny-full", "tiny-lora-ds-z2", "tiny-merge",
+    "ring-mini-dpo", "ring-flash-dpo", "ring-mini-rm", "tiny-dpo", "tiny-rm",
 }  # fmt: skip
 
 

@@ -13,9 +13,10 @@ from transformers.integrations import TensorBoardCallback
 from ring_trl.compat import ensure_warnings_issued
 from ring_trl.grpo.config import IcePopGRPOConfig, build_icepop_config, check_training_fields
 from ring_trl.grpo.preflight import Preflight, run_preflight
-from ring_trl.grpo.recipe import GRPORecipe, RecipeError
+from ring_trl.grpo.recipe import GRPORecipe, RecipeError, RewardEntry
 from ring_trl.grpo.rewards import GuardedReward, RewardSpec
 from ring_trl.grpo.trainer import IcePopGRPOTrainer
+from ring_trl.runtime import UsageError
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,16 @@ def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]
     base_dir = recipe.source.parent if recipe.source else None
     rewards, weights, names = [], [], set()
     for i, entry in enumerate(recipe.rewards):
-        name = entry.function.rpartition(":")[2]
+        try:
+            spec = _reward_model(entry) if entry.model else None  # a trained reward model, loaded here
+        except UsageError as error:
+            raise RecipeError(f"{recipe.source}: rewards[{i}] ({entry.label}): {error}") from error
+        name = spec.__name__ if spec is not None else str(entry.function).rpartition(":")[2]
         while name in names:
             name += "_"
         names.add(name)
-        spec = RewardSpec(entry.function, str(base_dir) if base_dir else None, entry.kwargs or {})
+        if spec is None:
+            spec = RewardSpec(str(entry.function), str(base_dir) if base_dir else None, entry.kwargs or {})
         try:
             reward = GuardedReward(
                 spec,
@@ -55,10 +61,20 @@ def build_rewards(recipe: GRPORecipe) -> tuple[list[GuardedReward], list[float]]
             )
             reward.start()  # loads it (in its worker, for isolation: process) and runs its option checks
         except (ValueError, RuntimeError) as error:  # load error, bad option, no sandbox, worker start
-            raise RecipeError(f"{recipe.source}: rewards[{i}] ({entry.function}): {error}") from error
+            raise RecipeError(f"{recipe.source}: rewards[{i}] ({entry.label}): {error}") from error
         rewards.append(reward)
         weights.append(float(entry.weight))
     return rewards, weights
+
+
+def _reward_model(entry: RewardEntry) -> Any:
+    """A reward-model entry's reward: trusted kit code holding the model, run in the trainer (a thread)."""
+    from ring_trl.grpo.rewards.reward_model import load_reward_model
+
+    if entry.isolation != "thread" or entry.memory_mb is not None:
+        raise UsageError("a reward model runs in the trainer process: isolation: thread, no memory_mb")
+
+    return load_reward_model(str(entry.model), **(entry.kwargs or {}))
 
 
 def build_config(recipe: GRPORecipe, reward_weights: list[float]) -> tuple[IcePopGRPOConfig, bool]:
@@ -126,4 +142,11 @@ def build_trainer(
         callbacks=callbacks,
         peft_config=peft_config,
     )
+    if recipe.save_samples:
+        from ring_trl.grpo.samples import SampleLog, samples_path
+
+        path = samples_path(output_dir, trainer.accelerator.process_index)
+        trainer.sample_log = SampleLog(
+            path, list(trainer.reward_func_names), checked.weights, bool(recipe.resume)
+        )
     return trainer, paths

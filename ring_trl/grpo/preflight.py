@@ -156,11 +156,11 @@ def call_rewards_on_first_row(
     completion_ids = [tokenizer(text, add_special_tokens=False)["input_ids"]]
     problems, notes = [], []
     for entry, reward in zip(recipe.rewards, rewards, strict=True):
-        name = getattr(reward, "__name__", entry.function)
+        name = getattr(reward, "__name__", entry.label)
         absent = missing_columns(reward, list(row))
         if absent:
             problems.append(
-                f"{recipe.source}: reward {entry.function} needs the dataset column(s) {absent}, which "
+                f"{recipe.source}: reward {entry.label} needs the dataset column(s) {absent}, which "
                 f"{recipe.dataset} does not have (columns: {sorted(row)})"
             )
             continue
@@ -177,21 +177,19 @@ def call_rewards_on_first_row(
                     **columns,
                 )
             except Exception as error:  # an unguarded reward
-                problems.append(
-                    f"{recipe.source}: reward {entry.function} fails on row 1: {_first_line(error)}"
-                )
+                problems.append(f"{recipe.source}: reward {entry.label} fails on row 1: {_first_line(error)}")
                 continue
         failed = take_failures() if take_failures is not None else 0
         if failed:
             reason = warnings[-1] if warnings else "see the warning above"
             problems.append(
-                f"{recipe.source}: reward {entry.function} fails on row 1 of {recipe.dataset}: {reason}"
+                f"{recipe.source}: reward {entry.label} fails on row 1 of {recipe.dataset}: {reason}"
             )
             continue
         values = list(values)
         if len(values) != 1:
             problems.append(
-                f"{recipe.source}: reward {entry.function} returned {len(values)} values for 1 completion"
+                f"{recipe.source}: reward {entry.label} returned {len(values)} values for 1 completion"
             )
             continue
         notes.append(f"{name}={values[0]}")

@@ -41,13 +41,21 @@ class RecipeError(UsageError, ValueError):
 
 @dataclass
 class RewardEntry:
-    function: str
+    function: str | None = None  # package.module:fn or path/to/file.py:fn ...
+    model: str | None = (
+        None  # ... or a reward-model folder (ring_trl/grpo/rewards/reward_model.py, docs/rlhf.md)
+    )
     weight: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     failure_value: float | None = None
     isolation: str = "thread"  # thread | process (a worker process with a memory cap; see docs/grpo.md)
     memory_mb: int | None = None  # isolation: process only; default 4096
+
+    @property
+    def label(self) -> str:
+        """How messages name this reward."""
+        return self.function or f"model {self.model}"
 
 
 @dataclass
@@ -63,6 +71,9 @@ class GRPORecipe:
     reward_timeout_s: float | None = 120.0
     reward_failure_value: float | None = 0.0
     resume: str | None = None
+    save_samples: bool = (
+        False  # every rollout + rewards to output_dir/samples.jsonl (ring_trl/grpo/samples.py)
+    )
     source: Path | None = None
 
     @property
@@ -130,8 +141,11 @@ def _parse_rewards(raw: Any, where: str) -> list[RewardEntry]:
     for i, item in enumerate(raw):
         if isinstance(item, str):
             item = {"function": item}
-        if not isinstance(item, dict) or "function" not in item:
-            raise RecipeError(f"{where}: rewards[{i}] needs a 'function' (package.module:fn or file.py:fn)")
+        if not isinstance(item, dict) or ("function" in item) == ("model" in item):
+            raise RecipeError(
+                f"{where}: rewards[{i}] needs a 'function' (package.module:fn or file.py:fn) "
+                "or a reward 'model' folder (one of the two)"
+            )
         unknown = set(item) - _REWARD_KEYS
         if unknown:
             raise RecipeError(
@@ -179,6 +193,8 @@ def _resolve_file_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         rewards = []
         for item in data["rewards"]:
             entry = {"function": item} if isinstance(item, str) else item
+            if isinstance(entry, dict) and isinstance(entry.get("model"), str) and entry["model"]:
+                entry = {**entry, "model": resolve_path(entry["model"], base_dir)}
             if isinstance(entry, dict) and isinstance(entry.get("function"), str):
                 reference = entry["function"]
                 if _is_file_reference(reference):

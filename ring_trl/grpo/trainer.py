@@ -62,6 +62,8 @@ def _needs_own_reference_model(model: Any, args: IcePopGRPOConfig, peft_config: 
 class IcePopGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose policy-gradient term is masked/weighted by IcePop (see module docstring)."""
 
+    sample_log: Any = None  # a ring_trl.grpo.samples.SampleLog when the recipe says save_samples: true
+
     def __init__(self, model: Any, reward_funcs: Any, args: IcePopGRPOConfig | None = None, **kwargs: Any):
         if args is None:
             # As GRPOTrainer does: a default config named after the model.
@@ -364,6 +366,12 @@ class IcePopGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = "train" if self.model.training else "eval"
+        if (
+            self.sample_log is not None and mode == "train"
+        ):  # recipe `save_samples: true` (ring_trl/grpo/samples.py)
+            start = self.accelerator.process_index * len(prompts)  # the rows are gathered from every process
+            local = rewards_per_func[start : start + len(prompts)].tolist()
+            self.sample_log.write(self.state.global_step, inputs, prompts, completions, local)
         total = 0
         for reward_func, name in zip(self.reward_funcs, self.reward_func_names, strict=True):
             if isinstance(reward_func, GuardedReward):

@@ -3,7 +3,8 @@
 `python -m ring_trl.llamafactory.render recipes/<name>.yaml [key=value ...] [--rows N]` prints, per row, the text
 the model sees and the parts that carry loss, so a chat-format mistake is visible before any GPU time is spent.
 The recipe passes the SFT pre-flight first (a missing model is one line, exit 2); LLaMA-Factory's logs are
-silenced, so the rows are all it prints. The same function backs the chat-format tests (tests/test_chat_format.py).
+silenced, so the rows are all it prints. For a preference recipe (stage dpo or rm) it prints both sides of each pair. The same functions back the
+chat-format tests (tests/test_chat_format.py, tests/test_pref_chat_format.py).
 """
 
 from __future__ import annotations
@@ -22,10 +23,20 @@ from ring_trl.runtime import UsageError, run_cli, use_offline_defaults
 IGNORE_INDEX = -100
 
 
+# LLaMA-Factory stages whose data are pairs; their datasets are built by get_dataset(stage="rm").
+PAIR_STAGES = ("dpo", "rm")
+
+
 @dataclass
 class RenderedRow:
     input_ids: list[int]
     labels: list[int]
+
+
+@dataclass
+class RenderedPair:
+    chosen: RenderedRow
+    rejected: RenderedRow
 
 
 def render_with_llamafactory(
@@ -36,6 +47,26 @@ def render_with_llamafactory(
     Runs the same calls as LLaMA-Factory's run_sft up to the dataset (load_tokenizer, template lookup, get_dataset);
     no model is loaded. Output/caching arguments are redirected to a temporary folder.
     """
+    tokenizer, dataset = _llamafactory_dataset(recipe_args, "sft", max_rows)
+    return tokenizer, [RenderedRow(list(r["input_ids"]), list(r["labels"])) for r in dataset]
+
+
+def render_pairs_with_llamafactory(
+    recipe_args: dict[str, Any], max_rows: int | None = None
+) -> tuple[Any, list[RenderedPair]]:
+    """The pairs a dpo / rm recipe trains on, as LLaMA-Factory's pairwise processor builds them."""
+    tokenizer, dataset = _llamafactory_dataset(recipe_args, "rm", max_rows)
+    pairs = [
+        RenderedPair(
+            RenderedRow(list(r["chosen_input_ids"]), list(r["chosen_labels"])),
+            RenderedRow(list(r["rejected_input_ids"]), list(r["rejected_labels"])),
+        )
+        for r in dataset
+    ]
+    return tokenizer, pairs
+
+
+def _llamafactory_dataset(recipe_args: dict[str, Any], stage: str, max_rows: int | None) -> tuple[Any, Any]:
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
@@ -56,7 +87,7 @@ def render_with_llamafactory(
             report_to="none",
             preprocessing_num_workers=None,
             do_train=True,
-            stage="sft",
+            stage=stage,
         )
         if args.get("bf16") or args.get("fp16"):
             args["use_cpu"] = True
@@ -66,8 +97,8 @@ def render_with_llamafactory(
         tokenizer_module = load_tokenizer(model_args)
         tokenizer = tokenizer_module["tokenizer"]
         template = get_template_and_fix_tokenizer(tokenizer, data_args)
-        dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
-        rows = [RenderedRow(list(r["input_ids"]), list(r["labels"])) for r in dataset["train_dataset"]]
+        dataset = get_dataset(template, model_args, data_args, training_args, stage=stage, **tokenizer_module)
+        rows = list(dataset["train_dataset"])
     return tokenizer, rows
 
 
@@ -111,15 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(options.recipe, options.overrides)
     _quiet_llamafactory()
     with contextlib.redirect_stdout(io.StringIO()):  # LLaMA-Factory prints its first "training example"
-        tokenizer, rows = render_with_llamafactory(recipe.args, max_rows=options.rows)
+        if recipe.args.get("stage") in PAIR_STAGES:
+            tokenizer, pairs = render_pairs_with_llamafactory(recipe.args, max_rows=options.rows)
+        else:
+            tokenizer, rows = render_with_llamafactory(recipe.args, max_rows=options.rows)
+    if recipe.args.get("stage") in PAIR_STAGES:
+        for number, pair in enumerate(pairs):
+            _print_row(tokenizer, f"row {number} chosen", pair.chosen)
+            _print_row(tokenizer, f"row {number} rejected", pair.rejected)
+        return 0
     for number, row in enumerate(rows):
-        print(f"===== row {number}: {len(row.input_ids)} tokens")
-        print(tokenizer.decode(row.input_ids, skip_special_tokens=False))
-        for start, end in trained_spans(row.labels):
-            print(
-                f"----- trained [{start}:{end}]: {tokenizer.decode(row.labels[start:end], skip_special_tokens=False)!r}"
-            )
+        _print_row(tokenizer, f"row {number}", row)
     return 0
+
+
+def _print_row(tokenizer: Any, title: str, row: RenderedRow) -> None:
+    print(f"===== {title}: {len(row.input_ids)} tokens")
+    print(tokenizer.decode(row.input_ids, skip_special_tokens=False))
+    for start, end in trained_spans(row.labels):
+        print(
+            f"----- trained [{start}:{end}]: {tokenizer.decode(row.labels[start:end], skip_special_tokens=False)!r}"
+        )
 
 
 if __name__ == "__main__":
