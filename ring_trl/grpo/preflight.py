@@ -238,6 +238,8 @@ def run_preflight(recipe: GRPORecipe) -> Preflight:
     rewards: list[Any] = []
     try:
         rewards, weights = build_rewards(recipe)
+    except RecipeError as error:  # already names the recipe and rewards[i]
+        problems.append(str(error))
     except (ValueError, ImportError) as error:  # RewardLoadError names the reward
         problems.append(f"{recipe.source}: {error}")
 
