@@ -611,7 +611,7 @@ def environment(ctx: Context) -> dict[str, Any]:
     return info
 
 
-def run_suite(ctx: Context, parts: list[str], budget: float) -> dict[str, Any]:
+def run_suite(ctx: Context, parts: list[str], budget: float, part_limits: bool = True) -> dict[str, Any]:
     summary: dict[str, Any] = {"suite": "ring gpu_suite", "environment": environment(ctx), "parts": {}}
     deadline = time.monotonic() + budget
     stop = {"requested": False}
@@ -629,7 +629,7 @@ def run_suite(ctx: Context, parts: list[str], budget: float) -> dict[str, Any]:
             if stop["requested"]:
                 record["status"] = "not run (stopped)"
                 continue
-            limit = remaining if ctx.dry_run else min(PART_LIMITS[name], remaining)
+            limit = remaining if ctx.dry_run or not part_limits else min(PART_LIMITS[name], remaining)
             if limit < MIN_START_SECONDS:
                 record["status"] = f"skipped: {remaining:.0f} s of the budget left"
                 continue
@@ -668,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=None, help="scratch folder (default outputs/bench/gpu_suite)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the summary to this file")
+    parser.add_argument(
+        "--no-part-limits",
+        action="store_true",
+        help="let each part use the whole --budget (single-part runs)",
+    )
     parser.add_argument("--sft-steps", type=int, default=None, help="optimizer steps of the SFT recipe")
     parser.add_argument("--sft-cutoff-len", type=int, default=None, help="default: the recipe's cutoff_len")
     parser.add_argument("--sft-override", action="append", default=[], help="extra key=value for the recipe")
@@ -702,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.dry_run:
         torch.set_num_threads(min(2, torch.get_num_threads()))
-    summary = run_suite(ctx, args.only or list(PARTS), args.budget)
+    summary = run_suite(ctx, args.only or list(PARTS), args.budget, part_limits=not args.no_part_limits)
     text = json.dumps(summary, indent=2)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -152,6 +152,26 @@ def test_sorted_experts_split_their_rows_once_instead_of_slicing_per_expert(layo
     assert nodes.count("SplitWithSizesBackward0") == 1
 
 
+def test_both_ways_of_combining_expert_outputs_agree() -> None:
+    """CPU sums with index_add_, other devices in token order with a batched matmul: same values and grads."""
+    from ring_trl.models.bailing_moe_v2.modeling_bailing_moe_v2 import ExpertDispatch
+
+    torch.manual_seed(0)
+    top_idx = torch.rand(13, 16).topk(4, dim=-1).indices
+    weights, outputs = torch.rand(13, 4), torch.randn(13 * 4, 8).bfloat16()
+    results = []
+    for method in ("combine_by_index_add", "combine_in_token_order"):
+        top_weight = weights.clone().requires_grad_(True)
+        expert_out = outputs.clone().requires_grad_(True)
+        dispatch = ExpertDispatch(top_idx, top_weight, num_experts=16)
+        out = getattr(dispatch, method)(expert_out, torch.bfloat16)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        results.append((out.float(), top_weight.grad, expert_out.grad.float()))
+    for first, second in zip(*results, strict=True):
+        torch.testing.assert_close(first, second, rtol=1e-2, atol=1e-2)
+
+
 def _disk_keys(folder: Path) -> set[str]:
     keys: set[str] = set()
     for shard in folder.glob("*.safetensors"):

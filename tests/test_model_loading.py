@@ -154,3 +154,19 @@ def test_return_dict_false_from_the_call_or_the_config_gives_the_same_outputs_as
             assert not isinstance(module(ids, return_dict=True, **flags, **extra), tuple)
         finally:
             module.config.return_dict = True
+
+
+def test_every_expert_kernel_trains_under_bf16_autocast() -> None:
+    """grouped_mm is not autocast-aware by itself: it must run in the autocast dtype like F.linear does."""
+    ids = torch.randint(3, 96, (2, 7))
+    losses = {}
+    for implementation in ("grouped_mm", "sorted"):
+        model = _model(expert_implementation=implementation).train()
+        fp32_loss = model(ids, labels=ids).loss.detach()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        assert model.model.layers[1].mlp.experts.gate_up_proj.grad.dtype == torch.float32
+        torch.testing.assert_close(loss.detach(), fp32_loss, rtol=2e-2, atol=2e-2)
+        losses[implementation] = loss.detach()
+    torch.testing.assert_close(losses["grouped_mm"], losses["sorted"], rtol=1e-2, atol=1e-2)

@@ -445,19 +445,25 @@ class ExpertDispatch:
     def combine(self, expert_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Weight every pair in fp32 and sum the k pairs of each token, as the published code does [T, H].
 
-        On CPU, `index_add_` adds straight into the output (deterministic there, and the fastest); on other
-        devices its atomic adds would make the sum order vary, so the pairs are put back in token order and
+        On CPU `index_add_` adds straight into the output (deterministic there, and the fastest); on other devices
+        its atomic adds would make the sum order vary between runs, so the pairs are put back in token order and
         reduced with one batched matmul.
         """
-        weighted_shape = (self.num_tokens, expert_out.shape[-1])
         if expert_out.device.type == "cpu":
-            weighted = expert_out.float() * self.weights.unsqueeze(-1)
-            return weighted.new_zeros(weighted_shape).index_add_(0, self.tokens, weighted).to(dtype)
+            return self.combine_by_index_add(expert_out, dtype)
+        return self.combine_in_token_order(expert_out, dtype)
+
+    def combine_by_index_add(self, expert_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        weighted = expert_out.float() * self.weights.unsqueeze(-1)
+        summed = weighted.new_zeros(self.num_tokens, expert_out.shape[-1])
+        return summed.index_add_(0, self.tokens, weighted).to(dtype)
+
+    def combine_in_token_order(self, expert_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         inverse = torch.empty_like(self.order)
         inverse[self.order] = torch.arange(self.order.numel(), device=self.order.device)
         in_token_order = expert_out.index_select(0, inverse).view(self.num_tokens, self.top_k, -1).float()
         slot_weights = self.weights.index_select(0, inverse).view(self.num_tokens, 1, self.top_k)
-        return torch.bmm(slot_weights, in_token_order).view(weighted_shape).to(dtype)
+        return torch.bmm(slot_weights, in_token_order).view(self.num_tokens, -1).to(dtype)
 
 
 class BailingMoeV2FusedExperts(nn.Module):
