@@ -1,14 +1,17 @@
 """Compare our BailingMoeV2 implementation with the published remote code, numerically (fp32, CPU, eager).
 
 The published `configuration_bailing_moe_v2.py` / `modeling_bailing_moe_v2.py` are NOT part of this repository:
-place them in a folder yourself (e.g. copy them out of a downloaded Ring-mini-2.0 checkpoint) and pass that folder.
+place them in a folder yourself (copy them out of a downloaded Ring-mini-2.0 checkpoint, or from `models/` of the
+inclusionAI/Ring-V2 GitHub repository) and pass that folder. The two copies count MTP layers differently; the
+script detects which convention the copy uses.
 They were written for transformers 4.x; the few names transformers 5 removed are patched in at runtime here
 (the files themselves are not modified).
 
     python bench/compare_published.py --published-dir /path/to/ring-mini-2.0-code
     python bench/compare_published.py --published-dir DIR --model-dir /tmp/verify/tiny --skip-large
 
-What is compared, for every expert layout ("fused", "per_expert") and implementation ("sorted", "loop") of ours:
+What is compared, for every expert layout ("fused", "per_expert") and implementation ("auto", which is grouped_mm
+where it runs, "sorted", "loop") of ours:
 - logits of a random batch (no padding), without and with an all-ones attention mask, against the published
   inference path (`moe_infer`) and the published training path (boolean-mask loop, `model.train()`);
 - the routing of one MoE layer (selected experts, their weights, the router logits);
@@ -37,7 +40,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-VARIANTS = (("fused", "sorted"), ("fused", "loop"), ("per_expert", "sorted"), ("per_expert", "loop"))
+VARIANTS = (
+    ("fused", "auto"),
+    ("fused", "sorted"),
+    ("fused", "loop"),
+    ("per_expert", "sorted"),
+    ("per_expert", "loop"),
+)
 PACKAGE = "_published_bailing_moe_v2"
 
 
