@@ -13,8 +13,8 @@ tokens/s over rounds, and the median of the per-round ratios `ours-auto / candid
 round cancel most of the machine's drift).
 
     python bench/moe_peers.py                                   # the issue-13 shape, 8 rounds, 1 thread
-    python bench/moe_peers.py --published-dir /tmp/ring-code --rounds 8 --json outputs/bench/moe_peers.json
-    python bench/moe_peers.py --shape tiny --rounds 1 --steps 1  # seconds: a smoke run
+    python bench/moe_peers.py --published-dir DIR --rounds 8 --json outputs/bench/moe_peers.json
+    python bench/moe_peers.py --shape tiny --rounds 1 --steps 1  # a smoke run (import time dominates)
 """
 
 from __future__ import annotations
