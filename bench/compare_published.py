@@ -1,14 +1,17 @@
 """Compare our BailingMoeV2 implementation with the published remote code, numerically (fp32, CPU, eager).
 
 The published `configuration_bailing_moe_v2.py` / `modeling_bailing_moe_v2.py` are NOT part of this repository:
-place them in a folder yourself (e.g. copy them out of a downloaded Ring-mini-2.0 checkpoint) and pass that folder.
+place them in a folder yourself (copy them out of a downloaded Ring-mini-2.0 checkpoint, or from `models/` of the
+inclusionAI/Ring-V2 GitHub repository) and pass that folder. The two copies count MTP layers differently; the
+script detects which convention the copy uses.
 They were written for transformers 4.x; the few names transformers 5 removed are patched in at runtime here
 (the files themselves are not modified).
 
     python bench/compare_published.py --published-dir /path/to/ring-mini-2.0-code
     python bench/compare_published.py --published-dir DIR --model-dir /tmp/verify/tiny --skip-large
 
-What is compared, for every expert layout ("fused", "per_expert") and implementation ("sorted", "loop") of ours:
+What is compared, for every expert layout ("fused", "per_expert") and implementation ("auto", which is grouped_mm
+where it runs, "sorted", "loop") of ours:
 - logits of a random batch (no padding), without and with an all-ones attention mask, against the published
   inference path (`moe_infer`) and the published training path (boolean-mask loop, `model.train()`);
 - the routing of one MoE layer (selected experts, their weights, the router logits);
@@ -37,7 +40,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-VARIANTS = (("fused", "sorted"), ("fused", "loop"), ("per_expert", "sorted"), ("per_expert", "loop"))
+VARIANTS = (
+    ("fused", "auto"),
+    ("fused", "sorted"),
+    ("fused", "loop"),
+    ("per_expert", "sorted"),
+    ("per_expert", "loop"),
+)
 PACKAGE = "_published_bailing_moe_v2"
 
 
@@ -84,12 +93,49 @@ def import_published(folder: Path) -> Any:
     return importlib.import_module(f"{PACKAGE}.modeling_bailing_moe_v2")
 
 
+def published_layer_count_includes_mtp(module: Any) -> bool:
+    """Whether this copy of the published code counts its MTP layers inside num_hidden_layers.
+
+    The copies disagree: the Ring-V2 GitHub repository's builds `num_hidden_layers` layers, the last
+    `num_nextn_predict_layers` of them MTP layers; the hub copies build the MTP layers after them. A meta-device
+    model of two layers and one MTP layer tells which.
+    """
+    import torch
+
+    fields = {
+        "vocab_size": 8,
+        "hidden_size": 8,
+        "intermediate_size": 8,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 4,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_group": 2,
+        "topk_group": 1,
+        "moe_intermediate_size": 4,
+        "num_nextn_predict_layers": 1,
+        "first_k_dense_replace": 1,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 0,
+    }
+    with torch.device("meta"):
+        model = module.BailingMoeV2Model(module.BailingMoeV2Config(**fields))
+    return len(model.layers) == 2
+
+
 def build_published(module: Any, config_dict: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Any:
     """A published BailingMoeV2ForCausalLM (eager attention, fp32) holding exactly `state_dict`."""
     config_dict = {k: v for k, v in config_dict.items() if k not in ("auto_map", "architectures")}
-    if config_dict.get("mtp_layers_in_num_hidden_layers"):
-        # The published code always places num_nextn_predict_layers MTP layers after num_hidden_layers.
-        config_dict["num_hidden_layers"] -= config_dict.get("num_nextn_predict_layers", 0)
+    mtp_layers = config_dict.get("num_nextn_predict_layers", 0)
+    ours_inside = bool(config_dict.get("mtp_layers_in_num_hidden_layers"))
+    theirs_inside = published_layer_count_includes_mtp(module)
+    if ours_inside and not theirs_inside:
+        config_dict["num_hidden_layers"] -= mtp_layers
+    elif theirs_inside and not ours_inside:
+        config_dict["num_hidden_layers"] += mtp_layers
     config = module.BailingMoeV2Config(**config_dict)
     config._attn_implementation = "eager"
     model = module.BailingMoeV2ForCausalLM(config).float()

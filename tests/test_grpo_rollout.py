@@ -137,7 +137,8 @@ def _masked_frac_after_one_batch(trainer: IcePopGRPOTrainer) -> dict[str, float]
 
 
 def test_rollout_precision_option_creates_a_masked_fraction(tiny, tmp_path: Path) -> None:
-    band = {"icepop_alpha": 0.99, "icepop_beta": 1.01}
+    # Narrow: with the router in fp32 under autocast (issue 13), bf16 rollouts move token ratios by under 1%.
+    band = {"icepop_alpha": 0.998, "icepop_beta": 1.002}
     same_engine = _masked_frac_after_one_batch(_trainer(tiny, tmp_path / "a", **band))
     assert same_engine["masked_frac"] == 0.0
     assert same_engine["logp_diff_max"] < 1e-3

@@ -82,7 +82,7 @@ def _run_block(block: BailingMoeV2SparseMoeBlock, hidden: torch.Tensor) -> tuple
     return out.detach(), hidden.grad
 
 
-@pytest.mark.parametrize("implementation", ["sorted", "loop", "grouped_mm"])
+@pytest.mark.parametrize("implementation", ["sorted", "loop", "grouped_mm", "auto"])
 def test_expert_implementations_and_layouts_agree(implementation: str) -> None:
     config = toy_config(
         hidden_size=64, moe_intermediate_size=32, expert_layout="fused", expert_implementation="loop"
@@ -124,6 +124,52 @@ def test_expert_implementations_and_layouts_agree(implementation: str) -> None:
         torch.testing.assert_close(
             per_expert.experts[e].down_proj.weight.grad, reference.experts.down_proj.grad[e]
         )
+
+
+def _autograd_node_names(tensor: torch.Tensor) -> list[str]:
+    names, seen, stack = [], set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("layout", ["fused", "per_expert"])
+def test_sorted_experts_split_their_rows_once_instead_of_slicing_per_expert(layout: str) -> None:
+    """Each per-expert slice used to get its own full-size, zero-filled gradient in backward (most of the step)."""
+    config = toy_config(hidden_size=64, expert_layout=layout, expert_implementation="sorted")
+    torch.manual_seed(0)
+    block = BailingMoeV2SparseMoeBlock(config)
+    for parameter in block.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    out, _ = block(torch.randn(2, 9, config.hidden_size, requires_grad=True))
+    nodes = _autograd_node_names(out)
+    assert "SliceBackward0" not in nodes
+    assert nodes.count("SplitWithSizesBackward0") == 1
+
+
+def test_both_ways_of_combining_expert_outputs_agree() -> None:
+    """CPU sums with index_add_, other devices in token order with a batched matmul: same values and grads."""
+    from ring_trl.models.bailing_moe_v2.modeling_bailing_moe_v2 import ExpertDispatch
+
+    torch.manual_seed(0)
+    top_idx = torch.rand(13, 16).topk(4, dim=-1).indices
+    weights, outputs = torch.rand(13, 4), torch.randn(13 * 4, 8).bfloat16()
+    results = []
+    for method in ("combine_by_index_add", "combine_in_token_order"):
+        top_weight = weights.clone().requires_grad_(True)
+        expert_out = outputs.clone().requires_grad_(True)
+        dispatch = ExpertDispatch(top_idx, top_weight, num_experts=16)
+        out = getattr(dispatch, method)(expert_out, torch.bfloat16)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        results.append((out.float(), top_weight.grad, expert_out.grad.float()))
+    for first, second in zip(*results, strict=True):
+        torch.testing.assert_close(first, second, rtol=1e-2, atol=1e-2)
 
 
 def _disk_keys(folder: Path) -> set[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from ring_trl.models.files import MODEL_CODE_FILES, auto_map_for, copy_model_cod
 CHAT_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "chat_templates"
 SUPPORTED_MODEL_TYPES = ("bailing_moe", "bailing_moe_v2")
 REWRITTEN_FILES = {"config.json", "tokenizer_config.json", "chat_template.jinja", *MODEL_CODE_FILES}
-_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
 class PrepareError(RuntimeError):
@@ -109,24 +107,14 @@ def checkpoint_weight_names(folder: Path) -> list[str]:
 
 def mtp_layers_counted_in_num_hidden_layers(config: dict[str, Any], weight_names: list[str]) -> bool | None:
     """Whether the MTP layers' indices are < num_hidden_layers (copies of the remote code differ); None if no MTP."""
-    mtp_layers = int(config.get("num_nextn_predict_layers") or 0)
-    if mtp_layers == 0:
-        return None
-    layers = int(config["num_hidden_layers"])
-    mtp_indices = set()
-    for name in weight_names:
-        match = _LAYER_KEY.match(name)
-        if match and match.group(2).startswith("eh_proj."):
-            mtp_indices.add(int(match.group(1)))
-    if not mtp_indices:
-        return None
-    if min(mtp_indices) >= layers:
-        return False
-    if max(mtp_indices) < layers:
-        return True
-    raise PrepareError(
-        f"MTP layers {sorted(mtp_indices)} straddle num_hidden_layers={layers}; checkpoint unclear"
-    )
+    from ring_trl.models.bailing_moe_v2 import modeling_bailing_moe_v2 as modeling
+
+    try:
+        return modeling.mtp_layers_counted_in_num_hidden_layers(
+            int(config["num_hidden_layers"]), int(config.get("num_nextn_predict_layers") or 0), weight_names
+        )
+    except modeling.CheckpointMismatchError as error:
+        raise PrepareError(str(error)) from error
 
 
 EXPERT_LAYOUTS = ("fused", "per_expert")

@@ -15,7 +15,13 @@ Experts come in two layouts selected by `config.expert_layout`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import copy
+import json
+import os
+import re
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,7 +291,13 @@ class BailingMoeV2MLP(nn.Module):
 
 
 class BailingMoeV2Gate(nn.Module):
-    """Sigmoid router with group-limited top-k; `expert_bias` steers selection only, never the weights."""
+    """Sigmoid router with group-limited top-k; `expert_bias` steers selection only, never the weights.
+
+    All of it runs in fp32 whatever the surrounding autocast or the model's dtype: the published code and the
+    inference engines route in fp32, and bf16 routing picks a different expert set for a few percent of tokens.
+    The weight and `expert_bias` are also kept in fp32 when the model is loaded in bf16/fp16
+    (`_keep_in_fp32_modules_strict`).
+    """
 
     def __init__(self, config: BailingMoeV2Config) -> None:
         super().__init__()
@@ -297,6 +309,7 @@ class BailingMoeV2Gate(nn.Module):
         self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
         self.register_buffer("expert_bias", torch.zeros(config.num_experts))
 
+    @torch.no_grad()
     def select_experts(self, selection_scores: torch.Tensor) -> torch.Tensor:
         """Indices [T, top_k]: keep the `topk_group` groups with the best top-2 sums, then top-k inside them."""
         tokens = selection_scores.shape[0]
@@ -311,31 +324,154 @@ class BailingMoeV2Gate(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (expert indices [T, k], fp32 weights [T, k], fp32 router logits [T, E])."""
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
-        logits = F.linear(flat.float(), self.weight.float())
-        scores = torch.sigmoid(logits)
-        top_idx = self.select_experts(scores + self.expert_bias.float())
-        top_weight = scores.gather(1, top_idx)
-        if self.top_k > 1:
-            top_weight = top_weight / (top_weight.sum(dim=-1, keepdim=True) + 1e-20)
+        with _autocast_off(flat.device):
+            logits = F.linear(flat.float(), self.weight.float())
+            scores = torch.sigmoid(logits)
+            top_idx = self.select_experts(scores.detach() + self.expert_bias.float())
+            top_weight = scores.gather(1, top_idx)
+            if self.top_k > 1:
+                top_weight = top_weight / (top_weight.sum(dim=-1, keepdim=True) + 1e-20)
         return top_idx, top_weight * self.routed_scaling_factor, logits
 
 
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context that disables autocast on `device` when it is on (and does nothing otherwise)."""
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _compute_dtype(device: torch.device, weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a matmul runs in here: the autocast dtype when autocast is on (as F.linear would), else the weight's."""
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return weight_dtype
+
+
+def _grouped_mm_function() -> Callable[..., torch.Tensor] | None:
+    return getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+_GROUPED_MM_WORKS: dict[tuple[str, torch.dtype], bool] = {}
+
+
 def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """True when a grouped GEMM kernel can run: CUDA with SM80+ (bf16/fp16/fp32) in this torch build."""
-    has_kernel = hasattr(F, "grouped_mm") or hasattr(torch, "_grouped_mm")
-    if not has_kernel or device.type != "cuda" or not torch.cuda.is_available():
+    """Whether this torch build's grouped GEMM runs on `device` in `dtype` and matches plain matmuls.
+
+    Checked once per (device type, dtype) on a small problem, forward and backward: CUDA needs SM80+, and the CPU
+    kernel of torch >= 2.9 runs too (in fp32 it gives bit-identical results to per-expert matmuls).
+    """
+    key = (device.type, dtype)
+    if key not in _GROUPED_MM_WORKS:
+        _GROUPED_MM_WORKS[key] = _probe_grouped_mm(device, dtype)
+    return _GROUPED_MM_WORKS[key]
+
+
+def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
+    grouped = _grouped_mm_function()
+    if grouped is None or device.type not in ("cpu", "cuda"):
         return False
-    return torch.cuda.get_device_capability(device) >= (8, 0) and dtype in (torch.bfloat16, torch.float16)
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or torch.cuda.get_device_capability(device) < (8, 0)
+    ):
+        return False
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(12, 16, generator=generator).to(device=device, dtype=dtype).requires_grad_(True)
+    weight = torch.randn(3, 16, 8, generator=generator).to(device=device, dtype=dtype)
+    counts = [5, 0, 7]
+    offsets = torch.tensor(counts, device=device).cumsum(0).to(torch.int32)
+    try:
+        with torch.enable_grad(), _autocast_off(device):
+            out = grouped(rows, weight, offs=offsets)
+            out.backward(torch.ones_like(out))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+    chunks = zip(rows.detach().split(counts), weight, strict=True)
+    expected_out = torch.cat([chunk.float() @ expert.float() for chunk, expert in chunks])
+    expected_grad = torch.cat(
+        [expert.float().sum(1).expand(count, -1) for count, expert in zip(counts, weight, strict=True)]
+    )
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    return torch.allclose(
+        out.detach().float(), expected_out, atol=tolerance, rtol=tolerance
+    ) and torch.allclose(rows.grad.float(), expected_grad, atol=tolerance, rtol=tolerance)
 
 
-def _grouped_mm(inputs: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """inputs [N, K] sorted by expert, weight [E, K, M], offsets = cumulative rows per expert (int32)."""
-    grouped = getattr(F, "grouped_mm", None) or torch._grouped_mm
-    return grouped(inputs.to(weight.dtype), weight, offs=offsets)
+class ExpertDispatch:
+    """The routed (token, slot) pairs of one MoE layer grouped by expert: one sort per layer, shared by the kernels.
+
+    `order` lists the flattened pairs expert by expert, `tokens` the token of each of them, `counts` how many
+    pairs each expert got; `weights` are the pairs' routing weights in the same order (fp32).
+    """
+
+    def __init__(self, top_idx: torch.Tensor, top_weight: torch.Tensor, num_experts: int) -> None:
+        flat = top_idx.reshape(-1)
+        self.num_tokens, self.top_k = top_idx.shape
+        self.order = flat.argsort(stable=True)
+        self.tokens = self.order // self.top_k
+        self.counts = torch.bincount(flat, minlength=num_experts)
+        self.weights = top_weight.reshape(-1).index_select(0, self.order)
+        self._counts_list: list[int] | None = None
+
+    @property
+    def counts_list(self) -> list[int]:
+        """Pairs per expert as Python ints (one device sync, cached)."""
+        if self._counts_list is None:
+            self._counts_list = self.counts.tolist()
+        return self._counts_list
+
+    def offsets(self) -> torch.Tensor:
+        """Cumulative pair counts (int32), the group boundaries grouped GEMM takes."""
+        return self.counts.cumsum(0).to(torch.int32)
+
+    def gather(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The input row of every pair, expert by expert [T*k, H]."""
+        return hidden_states.index_select(0, self.tokens)
+
+    def per_expert(
+        self, expert_forward: Callable[[int, torch.Tensor], torch.Tensor], rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Run each expert on its contiguous block of rows (split once: backward builds one gradient, not one per
+        expert); experts without tokens are skipped."""
+        outputs = [
+            expert_forward(expert, chunk)
+            for expert, chunk in enumerate(rows.split(self.counts_list))
+            if chunk.shape[0]
+        ]
+        if not outputs:
+            return rows.new_zeros(rows.shape)
+        return torch.cat(outputs, dim=0)
+
+    def combine(self, expert_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Weight every pair in fp32 and sum the k pairs of each token, as the published code does [T, H].
+
+        On CPU `index_add_` adds straight into the output (deterministic there, and the fastest); on other devices
+        its atomic adds would make the sum order vary between runs, so the pairs are put back in token order and
+        reduced with one batched matmul.
+        """
+        if expert_out.device.type == "cpu":
+            return self.combine_by_index_add(expert_out, dtype)
+        return self.combine_in_token_order(expert_out, dtype)
+
+    def combine_by_index_add(self, expert_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        weighted = expert_out.float() * self.weights.unsqueeze(-1)
+        summed = weighted.new_zeros(self.num_tokens, expert_out.shape[-1])
+        return summed.index_add_(0, self.tokens, weighted).to(dtype)
+
+    def combine_in_token_order(self, expert_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        inverse = torch.empty_like(self.order)
+        inverse[self.order] = torch.arange(self.order.numel(), device=self.order.device)
+        in_token_order = expert_out.index_select(0, inverse).view(self.num_tokens, self.top_k, -1).float()
+        slot_weights = self.weights.index_select(0, inverse).view(self.num_tokens, 1, self.top_k)
+        return torch.bmm(slot_weights, in_token_order).view(self.num_tokens, -1).to(dtype)
 
 
 class BailingMoeV2FusedExperts(nn.Module):
-    """All experts of one layer as two 3D parameters, laid out like transformers' own MoE models."""
+    """All experts of one layer as two 3D parameters, laid out like transformers' own MoE models.
+
+    `gate_up_proj` holds each expert's gate and up projections stacked, so one matmul (or one grouped GEMM)
+    computes both.
+    """
 
     def __init__(self, config: BailingMoeV2Config) -> None:
         super().__init__()
@@ -355,7 +491,7 @@ class BailingMoeV2FusedExperts(nn.Module):
         return self.act_fn(gate) * up
 
     def _per_expert_forward(self) -> Callable[[int, torch.Tensor], torch.Tensor]:
-        """Per-expert views via unbind: backward stacks the slice grads once instead of once per expert."""
+        """Per-expert views via unbind: backward stacks the weight grads once instead of once per expert."""
         gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
 
         def expert_forward(expert: int, rows: torch.Tensor) -> torch.Tensor:
@@ -364,9 +500,20 @@ class BailingMoeV2FusedExperts(nn.Module):
         return expert_forward
 
     def resolve_implementation(self, device: torch.device, dtype: torch.dtype) -> str:
+        """`auto`: grouped GEMM wherever it runs correctly (CUDA SM80+, CPU on torch >= 2.9), else `sorted`."""
         if self.implementation != "auto":
             return self.implementation
         return "grouped_mm" if grouped_mm_available(device, dtype) else "sorted"
+
+    def _grouped_forward(self, rows: torch.Tensor, dispatch: ExpertDispatch) -> torch.Tensor:
+        grouped = _grouped_mm_function()
+        if grouped is None:
+            raise RuntimeError("expert_implementation='grouped_mm' needs torch >= 2.8 (torch._grouped_mm)")
+        dtype = _compute_dtype(rows.device, self.gate_up_proj.dtype)
+        offsets = dispatch.offsets()
+        with _autocast_off(rows.device):
+            gate_up = grouped(rows.to(dtype), self.gate_up_proj.to(dtype).transpose(1, 2), offs=offsets)
+            return grouped(self._activate(gate_up), self.down_proj.to(dtype).transpose(1, 2), offs=offsets)
 
     def forward(
         self, hidden_states: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor
@@ -376,15 +523,13 @@ class BailingMoeV2FusedExperts(nn.Module):
             return loop_expert_forward(
                 self._per_expert_forward(), self.num_experts, hidden_states, top_idx, top_weight
             )
-        order, counts = sort_by_expert(top_idx, self.num_experts)
-        sorted_rows = hidden_states[order // top_idx.shape[1]]
+        dispatch = ExpertDispatch(top_idx, top_weight, self.num_experts)
+        rows = dispatch.gather(hidden_states)
         if implementation == "grouped_mm":
-            offsets = counts.cumsum(0).to(torch.int32)
-            gate_up = _grouped_mm(sorted_rows, self.gate_up_proj.transpose(1, 2), offsets)
-            sorted_out = _grouped_mm(self._activate(gate_up), self.down_proj.transpose(1, 2), offsets)
+            expert_out = self._grouped_forward(rows, dispatch)
         else:
-            sorted_out = sliced_expert_forward(self._per_expert_forward(), sorted_rows, counts)
-        return combine_expert_outputs(sorted_out, order, top_weight, hidden_states.dtype)
+            expert_out = dispatch.per_expert(self._per_expert_forward(), rows)
+        return dispatch.combine(expert_out, hidden_states.dtype)
 
 
 class BailingMoeV2PerExpertExperts(nn.ModuleList):
@@ -404,47 +549,9 @@ class BailingMoeV2PerExpertExperts(nn.ModuleList):
     ) -> torch.Tensor:
         if self.implementation == "loop":
             return loop_expert_forward(self._expert_forward, len(self), hidden_states, top_idx, top_weight)
-        order, counts = sort_by_expert(top_idx, len(self))
-        sorted_rows = hidden_states[order // top_idx.shape[1]]
-        sorted_out = sliced_expert_forward(self._expert_forward, sorted_rows, counts)
-        return combine_expert_outputs(sorted_out, order, top_weight, hidden_states.dtype)
-
-
-def sort_by_expert(top_idx: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Order of the flattened (token, slot) pairs grouped by expert, and the number of pairs per expert."""
-    flat = top_idx.reshape(-1)
-    order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=num_experts)
-    return order, counts
-
-
-def sliced_expert_forward(
-    expert_forward: Callable[[int, torch.Tensor], torch.Tensor],
-    sorted_rows: torch.Tensor,
-    counts: torch.Tensor,
-) -> torch.Tensor:
-    """Run each expert on its contiguous slice of the expert-sorted rows (empty experts are skipped)."""
-    outputs = []
-    start = 0
-    for expert, count in enumerate(counts.tolist()):
-        if count == 0:
-            continue
-        outputs.append(expert_forward(expert, sorted_rows[start : start + count]))
-        start += count
-    if not outputs:
-        return sorted_rows.new_zeros(sorted_rows.shape)
-    return torch.cat(outputs, dim=0)
-
-
-def combine_expert_outputs(
-    sorted_out: torch.Tensor, order: torch.Tensor, top_weight: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    """Undo the expert sort, weight each slot in fp32 and sum the top-k slots of every token."""
-    tokens, top_k = top_weight.shape
-    unsorted = torch.empty_like(sorted_out)
-    unsorted[order] = sorted_out
-    weighted = unsorted.view(tokens, top_k, -1).float() * top_weight.unsqueeze(-1)
-    return weighted.sum(dim=1).to(dtype)
+        dispatch = ExpertDispatch(top_idx, top_weight, len(self))
+        expert_out = dispatch.per_expert(self._expert_forward, dispatch.gather(hidden_states))
+        return dispatch.combine(expert_out, hidden_states.dtype)
 
 
 def loop_expert_forward(
@@ -623,6 +730,183 @@ def _register_zero3_leaf_modules(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Loading safety: which MTP convention a checkpoint uses, and no silently missing or unexpected weights
+# ----------------------------------------------------------------------------------------------------------------
+
+PREPARE_HINT = (
+    "`make prepare-model MODEL=<checkpoint>` (python -m ring_trl.models.prepare) writes a folder that loads"
+)
+_MTP_WEIGHT = re.compile(r"^(?:model\.)?layers\.(\d+)\.eh_proj\.weight$")
+# Router tensors kept in fp32 in memory; they are written back in the dtype the checkpoint stored them in.
+ROUTER_KEEP_FP32 = ("mlp.gate.weight", "mlp.gate.expert_bias")
+_SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F64": torch.float64,
+}
+
+
+class CheckpointMismatchError(ValueError):
+    """A Ring checkpoint whose weight names do not fit this model; the message is one line and says what to do."""
+
+
+def mtp_layers_counted_in_num_hidden_layers(
+    num_hidden_layers: int, num_mtp_layers: int, weight_names: Iterable[str]
+) -> bool | None:
+    """Where the checkpoint's MTP layers sit: True when their indices are < num_hidden_layers (the Ring-V2 repo's
+    code counts them inside), False when they follow the main stack (the hub checkpoints), None without MTP."""
+    if num_mtp_layers == 0:
+        return None
+    indices = {int(match.group(1)) for name in weight_names if (match := _MTP_WEIGHT.match(name))}
+    if not indices:
+        return None
+    if min(indices) >= num_hidden_layers:
+        return False
+    if max(indices) < num_hidden_layers:
+        return True
+    raise CheckpointMismatchError(
+        f"MTP layers {sorted(indices)} straddle num_hidden_layers={num_hidden_layers}: the checkpoint's layout is "
+        f"unclear; {PREPARE_HINT}"
+    )
+
+
+def _safetensors_header(path: str) -> dict[str, str]:
+    """Tensor name -> safetensors dtype code, read from the file header only (no tensor data)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    return {name: entry["dtype"] for name, entry in header.items()}
+
+
+def _checkpoint_tensors(pretrained: Any, kwargs: dict[str, Any]) -> dict[str, str] | None:
+    """Name -> dtype code of every tensor in a safetensors checkpoint (local folder or hub cache); None if unknown."""
+    if pretrained is None or kwargs.get("state_dict") is not None or kwargs.get("gguf_file"):
+        return None
+    if os.path.isfile(str(pretrained)):
+        return None
+    from transformers.utils import cached_file
+
+    hub_kwargs = {
+        key: kwargs[key]
+        for key in (
+            "cache_dir",
+            "force_download",
+            "proxies",
+            "token",
+            "revision",
+            "local_files_only",
+            "subfolder",
+        )
+        if kwargs.get(key) is not None
+    }
+    variant = kwargs.get("variant")
+
+    def resolve(name: str) -> str | None:
+        if variant:
+            stem, suffix = name.split(".", 1)
+            name = f"{stem}.{variant}.{suffix}"
+        return cached_file(
+            pretrained,
+            name,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub_kwargs,
+        )
+
+    try:
+        index = resolve("model.safetensors.index.json")
+        if index is not None:
+            with open(index, encoding="utf-8") as handle:
+                shards = sorted(set(json.load(handle)["weight_map"].values()))
+            files = [cached_file(pretrained, shard, **hub_kwargs) for shard in shards]
+        else:
+            single = resolve("model.safetensors")
+            if single is None:
+                return None
+            files = [single]
+        tensors: dict[str, str] = {}
+        for file in files:
+            tensors.update(_safetensors_header(file))
+        return tensors
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+
+
+def _checkpoint_config_counts(pretrained: Any, kwargs: dict[str, Any]) -> tuple[int, int] | None:
+    """(num_hidden_layers, num_nextn_predict_layers) of the config this load will use."""
+    from transformers import PretrainedConfig
+
+    config = kwargs.get("config")
+    if isinstance(config, PretrainedConfig):
+        return config.num_hidden_layers, getattr(config, "num_nextn_predict_layers", 0) or 0
+    folder = os.path.join(str(pretrained), kwargs.get("subfolder") or "")
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            fields = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    layers = kwargs.get("num_hidden_layers", fields.get("num_hidden_layers"))
+    mtp = kwargs.get("num_nextn_predict_layers", fields.get("num_nextn_predict_layers")) or 0
+    return (layers, mtp) if isinstance(layers, int) and isinstance(mtp, int) else None
+
+
+def _with_mtp_convention(pretrained: Any, kwargs: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """Set `mtp_layers_in_num_hidden_layers` from where the checkpoint's MTP weights sit (the weights decide)."""
+    counts = _checkpoint_config_counts(pretrained, kwargs)
+    if counts is None:
+        return kwargs
+    inside = mtp_layers_counted_in_num_hidden_layers(*counts, names)
+    if inside is None:
+        return kwargs
+    kwargs = dict(kwargs)
+    config = kwargs.get("config")
+    if config is not None and not isinstance(config, (str, os.PathLike)):
+        if bool(getattr(config, "mtp_layers_in_num_hidden_layers", False)) != inside:
+            config = copy.deepcopy(config)
+            config.mtp_layers_in_num_hidden_layers = inside
+            kwargs["config"] = config
+    else:
+        kwargs["mtp_layers_in_num_hidden_layers"] = inside
+    return kwargs
+
+
+def _check_loaded_keys(model: nn.Module, pretrained: Any, info: dict[str, Any]) -> None:
+    """Raise CheckpointMismatchError when a weight was missing or left over (transformers would only warn)."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    if not isinstance(model, BailingMoeV2ForCausalLM):
+        # The bare decoder may be loaded from a causal-LM checkpoint: its head is not part of it.
+        unexpected = [key for key in unexpected if not key.startswith("lm_head.")]
+    if not missing and not unexpected:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    raise CheckpointMismatchError(
+        f"{pretrained}: the checkpoint does not match this Ring model: {'; '.join(parts)}. "
+        f"Missing weights would be random. {PREPARE_HINT} on our model code."
+    )
+
+
+def _as_stored(name: str, tensor: torch.Tensor, stored: dict[str, torch.dtype]) -> torch.Tensor:
+    dtype = stored.get(name.removeprefix("model."))
+    return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _router_dtypes(tensors: dict[str, str]) -> dict[str, torch.dtype]:
+    """The stored dtype of each router tensor, to write it back the same way."""
+    return {
+        name.removeprefix("model."): _SAFETENSORS_DTYPES[code]
+        for name, code in tensors.items()
+        if name.endswith(ROUTER_KEEP_FP32) and code in _SAFETENSORS_DTYPES
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -639,6 +923,44 @@ class BailingMoeV2PreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = True
     _can_compile_fullgraph = False
+    # Routing runs in fp32 (see BailingMoeV2Gate); loading in bf16/fp16 keeps these tensors in fp32 too.
+    _keep_in_fp32_modules_strict = list(ROUTER_KEEP_FP32)  # noqa: RUF012
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """transformers' loader, made strict for Ring checkpoints.
+
+        Before loading: the MTP convention is read off the checkpoint's weight names (so a Ring-V2-repo layout
+        loads correctly next to a hub layout). After: a missing or unexpected weight raises
+        CheckpointMismatchError instead of a warning and random weights. The stored dtype of the router tensors
+        is remembered so that save_pretrained writes them back unchanged.
+        """
+        tensors = _checkpoint_tensors(pretrained_model_name_or_path, kwargs)
+        if tensors is not None:
+            kwargs = _with_mtp_convention(pretrained_model_name_or_path, kwargs, tensors)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        _check_loaded_keys(model, pretrained_model_name_or_path, info)
+        model._checkpoint_router_dtypes = _router_dtypes(tensors) if tensors else {}
+        return (model, info) if wants_info else model
+
+    def save_pretrained(
+        self, save_directory: Any, is_main_process: bool = True, state_dict: dict | None = None, **kwargs: Any
+    ) -> Any:
+        """Save with the router tensors in the dtype the loaded checkpoint stored them in (kept fp32 in memory)."""
+        stored = getattr(self, "_checkpoint_router_dtypes", None)
+        if (
+            stored
+            and not getattr(self, "_hf_peft_config_loaded", False)
+            and getattr(self, "hf_quantizer", None) is None
+        ):
+            state_dict = self.state_dict() if state_dict is None else state_dict
+            state_dict = {name: _as_stored(name, tensor, stored) for name, tensor in state_dict.items()}
+        return super().save_pretrained(
+            save_directory, is_main_process=is_main_process, state_dict=state_dict, **kwargs
+        )
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -708,8 +1030,9 @@ class BailingMoeV2Model(BailingMoeV2PreTrainedModel):
         output_hidden_states: bool | None = None,
         output_router_logits: bool | None = None,
         run_mtp: bool = False,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> BailingMoeV2ModelOutput:
+    ) -> BailingMoeV2ModelOutput | tuple:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         output_attentions = (
@@ -785,7 +1108,7 @@ class BailingMoeV2Model(BailingMoeV2PreTrainedModel):
                 if output_router_logits:
                     all_router += (router_logits,)
 
-        return BailingMoeV2ModelOutput(
+        output = BailingMoeV2ModelOutput(
             last_hidden_state=hidden_states,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden or None,
@@ -793,6 +1116,14 @@ class BailingMoeV2Model(BailingMoeV2PreTrainedModel):
             router_logits=all_router or None,
             mtp_hidden_states=mtp_hidden,
         )
+        return output if _wants_dict(return_dict, self.config) else output.to_tuple()
+
+
+def _wants_dict(return_dict: bool | None, config: BailingMoeV2Config) -> bool:
+    """The call's `return_dict` when given, else the config's (transformers' convention; default True)."""
+    if return_dict is not None:
+        return return_dict
+    return getattr(config, "return_dict", True) is not False
 
 
 def _shift_left(tensor: torch.Tensor) -> torch.Tensor:
@@ -864,6 +1195,7 @@ class BailingMoeV2ForCausalLM(BailingMoeV2PreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             output_router_logits=output_router_logits,
             run_mtp=run_mtp,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -897,9 +1229,7 @@ class BailingMoeV2ForCausalLM(BailingMoeV2PreTrainedModel, GenerationMixin):
             router_logits=outputs.router_logits,
             mtp_loss=mtp_losses,
         )
-        if return_dict is False:
-            return result.to_tuple()
-        return result
+        return result if _wants_dict(return_dict, self.config) else result.to_tuple()
 
 
 def _shift_labels_left(labels: torch.Tensor) -> torch.Tensor:
