@@ -17,6 +17,8 @@ KNOWN_HUB_IDS: dict[str, str] = {
 }
 PER_EXPERT_SUFFIX = "-per-expert"
 TINY_MODEL_DIR = Path("models/ring-tiny")
+# The kit's own output folders: `<folder>/<name>` under one of them is always a local path.
+LOCAL_FOLDERS = frozenset({"models", "outputs", "saves", "data"})
 # What AutoTokenizer needs to load a Ring tokenizer as is: its config, plus the fast vocabulary (every Ring
 # checkpoint ships tokenizer.json) or a sentencepiece model. Without them transformers tries to convert a slow
 # tokenizer and fails with "You need to have sentencepiece or tiktoken installed", which names neither file.
@@ -40,8 +42,12 @@ def download_hint(model_dir: Path) -> str:
 
 
 def looks_like_hub_id(value: str) -> bool:
-    """`owner/name` with no local meaning: not ./x, /x, ~/x or models/x."""
-    return value.count("/") == 1 and not value.startswith(("models/", "./", "../", "/", "~"))
+    """`owner/name` with no local meaning: not ./x, /x or ~/x, and not under a folder that exists here
+    (models/, outputs/, saves/, ...), so `outputs/my-run` reads as a missing local folder, not a hub id."""
+    if value.count("/") != 1 or value.startswith(("./", "../", "/", "~")):
+        return False
+    owner = value.split("/", 1)[0]
+    return owner not in LOCAL_FOLDERS and not Path(owner).is_dir()
 
 
 def missing_model_message(value: str, model_dir: Path) -> str:

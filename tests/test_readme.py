@@ -51,6 +51,7 @@ NEEDS_WEIGHTS = {
     "llamafactory-cli train recipes/ring-": Expect((2,), ("preflight: ", DOWNLOAD_FIRST)),
     "llamafactory-cli export recipes/export/ring-": Expect((2,), ("preflight: ", DOWNLOAD_FIRST)),
     "FORCE_TORCHRUN=1": Expect((2,), ("preflight: ", DOWNLOAD_FIRST), "stops before torchrun starts"),
+    "python -m ring_trl.eval --model models/Ring-": Expect((2,), (DOWNLOAD_FIRST,)),
 }
 OTHER_OUTCOMES = {
     # data_prep's documented exit status 3: finished, some rows rejected (the samples plant bad rows on purpose).
@@ -62,6 +63,8 @@ NOT_RUN = {
         "run once per session by the demo_in_fresh_clone fixture; tests/test_demo.py checks it"
     ),
     "huggingface-cli download": Skip("needs the network"),
+    "make setup-vllm": Skip("builds the second environment (~10 min); .ci/run runs it, then make test-vllm"),
+    "make test-vllm": Skip(".ci/run runs it after make setup-vllm"),
 }
 # The RLVR example ("Bring your own RLVR task"): its blocks become these files, its command runs next to them.
 RLVR_FILES = {"json": "my_task.jsonl", "python": "my_task.py", "yaml": "my_task.yaml"}

@@ -42,3 +42,22 @@ def test_an_explicit_online_choice_is_respected() -> None:
         "print(is_offline_mode())\n"
     )
     assert _run_clean(code, HF_HUB_OFFLINE="0") == "False"
+
+
+def test_a_missing_local_output_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch) -> None:
+    """`outputs/my-run` (a GRPO or SFT output that was never written) must read as a missing folder."""
+    import pytest
+
+    from ring_trl.model_paths import require_model_folder
+    from ring_trl.runtime import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"^model folder outputs/my-rlvr-model does not exist"):
+        require_model_folder("outputs/my-rlvr-model")
+    with pytest.raises(
+        UsageError, match=r"is a hub id and this kit never downloads.*inclusionAI/Ring-mini-2.0"
+    ):
+        require_model_folder("inclusionAI/Ring-mini-2.0")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(UsageError, match=r"^model folder runs/x does not exist"):
+        require_model_folder("runs/x")  # an existing local folder is a path, whatever its name
