@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from pathlib import Path
@@ -170,3 +171,38 @@ def test_every_expert_kernel_trains_under_bf16_autocast() -> None:
         torch.testing.assert_close(loss.detach(), fp32_loss, rtol=2e-2, atol=2e-2)
         losses[implementation] = loss.detach()
     torch.testing.assert_close(losses["grouped_mm"], losses["sorted"], rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("context", ["bf16_autocast", "inference_mode", "gradient_checkpointing"])
+def test_auto_expert_kernel_probe_runs_inside_autocast_inference_mode_and_checkpointing(
+    context: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first `auto` forward decides the kernel once: under GRPO's bf16 autocast and activation checkpointing or
+    generation's inference mode it must still decide (not crash, not cache a wrong `sorted`) and match `sorted`."""
+    from ring_trl.models.bailing_moe_v2 import modeling_bailing_moe_v2 as modeling
+
+    monkeypatch.setattr(modeling, "_GROUPED_MM_WORKS", {})
+    ids = torch.randint(3, 96, (2, 7))
+    scopes = {
+        "bf16_autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+        "inference_mode": torch.inference_mode,
+        "gradient_checkpointing": contextlib.nullcontext,
+    }
+    logits, grads = {}, {}
+    for implementation in ("auto", "sorted"):
+        model = _model(expert_implementation=implementation)
+        if context == "gradient_checkpointing":
+            model.train().gradient_checkpointing_enable({"use_reentrant": False})
+        with scopes[context]():
+            output = model(ids, labels=ids)
+        if context == "gradient_checkpointing":
+            output.loss.backward()
+            grads[implementation] = model.model.layers[1].mlp.experts.gate_up_proj.grad
+        logits[implementation] = output.logits.float()
+    torch.testing.assert_close(logits["auto"], logits["sorted"], rtol=2e-2, atol=2e-2)
+    if grads:
+        torch.testing.assert_close(grads["auto"], grads["sorted"], rtol=1e-4, atol=1e-5)
+    probed_dtype = torch.bfloat16 if context == "bf16_autocast" else torch.float32
+    works_here = modeling._GROUPED_MM_WORKS[("cpu", probed_dtype)]
+    modeling._GROUPED_MM_WORKS.clear()
+    assert works_here == modeling.grouped_mm_available(torch.device("cpu"), probed_dtype)

@@ -15,6 +15,7 @@ Experts come in two layouts selected by `config.expert_layout`:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import copy
 import json
@@ -375,13 +376,23 @@ def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
         not torch.cuda.is_available() or torch.cuda.get_device_capability(device) < (8, 0)
     ):
         return False
+    # The first forward may run under autocast, inference mode or activation checkpointing, all thread-local: a
+    # fresh thread sees none of them, so the probe neither changes dtype, nor fails to backpropagate (and caches
+    # a wrong answer), nor saves tensors into a checkpointed forward that its recomputation would not save.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_grouped_mm_matches_matmuls, grouped, device, dtype).result()
+
+
+def _grouped_mm_matches_matmuls(
+    grouped: Callable[..., torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> bool:
     generator = torch.Generator().manual_seed(0)
     rows = torch.randn(12, 16, generator=generator).to(device=device, dtype=dtype).requires_grad_(True)
     weight = torch.randn(3, 16, 8, generator=generator).to(device=device, dtype=dtype)
     counts = [5, 0, 7]
     offsets = torch.tensor(counts, device=device).cumsum(0).to(torch.int32)
     try:
-        with torch.enable_grad(), _autocast_off(device):
+        with torch.enable_grad():
             out = grouped(rows, weight, offs=offsets)
             out.backward(torch.ones_like(out))
     except (RuntimeError, NotImplementedError, TypeError):
@@ -518,7 +529,9 @@ class BailingMoeV2FusedExperts(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, top_idx: torch.Tensor, top_weight: torch.Tensor
     ) -> torch.Tensor:
-        implementation = self.resolve_implementation(hidden_states.device, self.gate_up_proj.dtype)
+        implementation = self.resolve_implementation(
+            hidden_states.device, _compute_dtype(hidden_states.device, self.gate_up_proj.dtype)
+        )
         if implementation == "loop":
             return loop_expert_forward(
                 self._per_expert_forward(), self.num_experts, hidden_states, top_idx, top_weight
