@@ -351,6 +351,8 @@ def synthetic_sft_data(folder: Path, cutoff_len: int, rows: int) -> Path:
     """Long-CoT-looking rows long enough to fill cutoff_len (the tiny tokenizer gives ~1 token per word)."""
     import random
 
+    from data_prep.outputs import sharegpt_info_entry
+
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     words = [
@@ -382,20 +384,7 @@ def synthetic_sft_data(folder: Path, cutoff_len: int, rows: int) -> Path:
                 {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{2 * i + 1}"},
             ]
             handle.write(json.dumps({"messages": messages}) + "\n")
-    info = {
-        "bench": {
-            "file_name": "bench.jsonl",
-            "formatting": "sharegpt",
-            "columns": {"messages": "messages"},
-            "tags": {
-                "role_tag": "role",
-                "content_tag": "content",
-                "user_tag": "user",
-                "assistant_tag": "assistant",
-                "system_tag": "system",
-            },
-        }
-    }
+    info = {"bench": sharegpt_info_entry("bench.jsonl", {"messages": "messages"})}
     (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     return folder
 

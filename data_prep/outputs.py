@@ -44,7 +44,14 @@ from data_prep.manifest import (
     manifests_in,
 )
 
-__all__ = ["DATASET_INFO", "DatasetWriter", "clean_stale_temp_folders", "is_complete", "write_json_atomic"]
+__all__ = [
+    "DATASET_INFO",
+    "DatasetWriter",
+    "clean_stale_temp_folders",
+    "is_complete",
+    "sharegpt_info_entry",
+    "write_json_atomic",
+]
 
 DATASET_INFO = "dataset_info.json"
 _LOCK_NAME = f".{DATASET_INFO}.lock"
@@ -52,6 +59,24 @@ _TMP_MARK = ".data_prep-tmp-"
 _OWNER_LOCK = ".owner.lock"
 _STALE_UNLOCKED_S = 600  # a temp folder without its lock file (cut before it was created) is stale after this
 _PREVIOUS = ".previous"
+
+
+def sharegpt_info_entry(filename: str, columns: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """A dataset_info.json entry for a file of OpenAI-style messages (`role`/`content`), LLaMA-Factory's sharegpt
+    reader with our tag names; `extra` adds keys such as `ranking: True` for preference pairs."""
+    return {
+        "file_name": filename,
+        "formatting": "sharegpt",
+        **extra,
+        "columns": columns,
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
+    }
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

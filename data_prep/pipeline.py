@@ -27,7 +27,7 @@ from data_prep.config import BuildConfig, SourceConfig
 from data_prep.decontam import benchmark_texts
 from data_prep.errors import DataPrepError, UsageError
 from data_prep.formats import detect_format
-from data_prep.outputs import DatasetWriter
+from data_prep.outputs import DatasetWriter, sharegpt_info_entry
 from data_prep.pref_formats import SAMPLES_FORMAT, detect_pref_format
 from data_prep.report import RunStats, build_report, plot_lengths, render_markdown
 from data_prep.rows import Candidate, Rejected, RowProcessor, RowSettings
@@ -401,18 +401,7 @@ class Build:
 
             return ranking_info_entry(filename)
         if self.kind == "sft":
-            return {
-                "file_name": filename,
-                "formatting": "sharegpt",
-                "columns": {"messages": "messages"},
-                "tags": {
-                    "role_tag": "role",
-                    "content_tag": "content",
-                    "user_tag": "user",
-                    "assistant_tag": "assistant",
-                    "system_tag": "system",
-                },
-            }
+            return sharegpt_info_entry(filename, {"messages": "messages"})
         return {
             "file_name": filename,
             "task": "rlvr",

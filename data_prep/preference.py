@@ -21,6 +21,7 @@ from typing import Any
 
 from data_prep import errors as E
 from data_prep.errors import RowRejected
+from data_prep.outputs import sharegpt_info_entry
 from data_prep.pref_formats import PREF_READERS, Pair
 from data_prep.reasoning import THINK_CLOSE, THINK_OPEN, canonical_content, split_optional_think
 from data_prep.textkeys import is_blank, normalize_words
@@ -113,16 +114,5 @@ def pair_record(
 
 def ranking_info_entry(filename: str) -> dict[str, Any]:
     """The dataset_info.json entry that makes LLaMA-Factory read the file as pairs (`ranking: true`)."""
-    return {
-        "file_name": filename,
-        "formatting": "sharegpt",
-        "ranking": True,
-        "columns": {"messages": "prompt", "chosen": "chosen", "rejected": "rejected"},
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
-    }
+    columns = {"messages": "prompt", "chosen": "chosen", "rejected": "rejected"}
+    return sharegpt_info_entry(filename, columns, ranking=True)

@@ -343,7 +343,7 @@ def print_summary(result: dict) -> None:
         print("\n".join(("    " + line).rstrip() for line in result["eval_compare"].splitlines()))
     print(
         f"DPO margin    {_fmt_pair(result['dpo_margin_first_last'])} (first / last step) on "
-        f"{result['dpo_pairs']} on-policy pairs of GRPO rollouts"
+        f"{result['dpo_pairs']} on-policy pair{'' if result['dpo_pairs'] == 1 else 's'} of GRPO rollouts"
     )
     print(
         f"Total time    {sum(result['timings_s'].values()):.0f} s "

@@ -47,7 +47,9 @@ def test_demo_runs_every_stage_and_reports_sane_numbers(
     assert all(0.0 <= row["icepop/masked_frac"] <= 1.0 for row in steps)
     masked = sum(row["icepop/masked_tokens"] for row in steps)
     total = sum(row["icepop/tokens"] for row in steps)
-    assert 0 < masked < total / 2, f"the tiny recipe's band must show IcePop at work: {masked} of {total} masked"
+    assert 0 < masked < total / 2, (
+        f"the tiny recipe's band must show IcePop at work: {masked} of {total} masked"
+    )
 
     expected_plots = {"demo_sft.lengths.png", "training_loss.png", "reward_masked_frac.png"}
     assert expected_plots <= {Path(p).name for p in summary["plots"]}

@@ -18,6 +18,7 @@ from ring_trl.grpo.__main__ import main
 from ring_trl.grpo.data import DatasetFormatError, load_prompt_dataset
 from ring_trl.grpo.recipe import RecipeError, load_recipe
 from tests.conftest import REPO_ROOT
+from tests.test_readme import write_rlvr_example
 
 ICEPOP_METRICS = (
     "masked_frac",
@@ -407,16 +408,10 @@ def test_reward_spread_warning_names_what_to_check(caplog: pytest.LogCaptureFixt
 
 
 def _readme_rlvr_example(task_dir: Path, model_dir: Path) -> None:
-    """The three files of README "Bring your own RLVR task", copied verbatim (only the model path changed to
-    models/ring-tiny, which here links to the test's tiny model)."""
-    section = (REPO_ROOT / "README.md").read_text().split("## Bring your own RLVR task")[1].split("\n## ")[0]
-    blocks = dict(re.findall(r"```(\w+)\n(.*?)```", section, re.S))
+    """The three files of the README's RLVR example, verbatim but for the model path (models/ring-tiny, which here
+    links to the test's tiny model)."""
     task_dir.mkdir(parents=True)
-    (task_dir / "my_task.jsonl").write_text(blocks["json"])
-    (task_dir / "my_task.py").write_text(blocks["python"])
-    recipe = blocks["yaml"]
-    assert "model_name_or_path: models/Ring-mini-2.0" in recipe
-    (task_dir / "my_task.yaml").write_text(recipe.replace("models/Ring-mini-2.0", "models/ring-tiny"))
+    write_rlvr_example(task_dir, "models/ring-tiny")
     (task_dir / "models").mkdir()
     (task_dir / "models" / "ring-tiny").symlink_to(model_dir, target_is_directory=True)
 

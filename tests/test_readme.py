@@ -66,7 +66,7 @@ NOT_RUN = {
     "make setup-vllm": Skip("builds the second environment (~10 min); .ci/run runs it, then make test-vllm"),
     "make test-vllm": Skip(".ci/run runs it after make setup-vllm"),
 }
-# The RLVR example ("Bring your own RLVR task"): its blocks become these files, its command runs next to them.
+# The RLVR example (Stage 2, "Your own task"): its blocks become these files, its command runs next to them.
 RLVR_FILES = {"json": "my_task.jsonl", "python": "my_task.py", "yaml": "my_task.yaml"}
 RLVR_COMMAND = "python -m ring_trl.grpo my_task.yaml"
 RLVR_SHORT_RUN = [
@@ -125,7 +125,7 @@ def _match(table: dict, text: str) -> object | None:
     return next((value for prefix, value in table.items() if text.startswith(prefix)), None)
 
 
-def _write_rlvr_example(folder: Path, tiny_model: str) -> Path:
+def write_rlvr_example(folder: Path, tiny_model: str) -> Path:
     """The README's RLVR example files in `folder` (the README puts them in the kit's root), verbatim except the
     model path."""
     section = next(
@@ -169,7 +169,7 @@ def test_readme_command_works_as_written(
     assert isinstance(expect, Expect)
     text = command.text
     if text.startswith(RLVR_COMMAND):
-        _write_rlvr_example(fresh_clone, "models/ring-tiny")
+        write_rlvr_example(fresh_clone, "models/ring-tiny")
         text = " ".join([text.split("#", 1)[0].strip(), *RLVR_SHORT_RUN])
     # A new shell per command; "activated" as the README said earlier (the activation is per shell).
     script = f"source {fresh_clone / '.venv' / 'bin' / 'activate'} && {text}" if command.activated else text
@@ -215,7 +215,7 @@ def test_the_preflight_transcript_in_the_readme_is_what_make_prints(fresh_clone:
 
 def test_rlvr_example_files_are_valid(tmp_path: Path) -> None:
     """Cheap checks of the example itself, so a broken snippet fails fast (the run above is slow)."""
-    folder = _write_rlvr_example(tmp_path, "models/ring-tiny")
+    folder = write_rlvr_example(tmp_path, "models/ring-tiny")
     rows = [json.loads(line) for line in (folder / "my_task.jsonl").read_text().splitlines() if line.strip()]
     assert rows and all({"prompt", "answer"} <= set(row) for row in rows)
     compile((folder / "my_task.py").read_text(), "my_task.py", "exec")
