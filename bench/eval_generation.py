@@ -88,7 +88,7 @@ def throughput(backend: HFBackend, prompts: list[str], batch: int, n: int, max_n
 
 def bench(name: str, folder: Path, args: argparse.Namespace) -> float:
     backend = HFBackend(folder, batch_size=1, dtype="float32", device="cpu")
-    _, problems = load_problems(REPO / "data" / "eval" / "arithmetic.jsonl", limit=args.samples // 2)
+    problems = load_problems(REPO / "data" / "eval" / "arithmetic.jsonl", limit=args.samples // 2).problems
     prompts = [backend.render(p.messages) for p in problems]
     throughput(backend, prompts[:1], 8, 1, 4)  # warm-up
     results: dict[int, list[float]] = {1: [], 8: []}

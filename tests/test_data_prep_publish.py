@@ -133,9 +133,14 @@ def test_ctrl_c_during_publishing_waits_until_the_publish_is_complete(
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the first and the second file
         return real_replace(src, dst)
 
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that: set Ctrl-C's usual meaning.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(os, "replace", interrupted_replace)
-    with pytest.raises(KeyboardInterrupt):
-        _build(out, _write_rows(tmp_path / "new.jsonl", 3))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _build(out, _write_rows(tmp_path / "new.jsonl", 3))
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     monkeypatch.undo()
     assert is_complete(out, "t")  # the new dataset, whole: the interrupt came after the last step
     assert len((out / "t.jsonl").read_text().splitlines()) == 3 and not (out / "t_val.jsonl").exists()

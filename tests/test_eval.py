@@ -15,7 +15,7 @@ from ring_trl.eval.cli import main
 from ring_trl.eval.data import CHOICE_INSTRUCTION, MATH_INSTRUCTION, load_problems
 from ring_trl.eval.metrics import SampleScore, majority_correct, pass_at_k, summarize
 from ring_trl.eval.scoring import Generated, grade
-from ring_trl.runtime import run_cli
+from ring_trl.runtime import UsageError, run_cli
 from tests.answer_cases import CASES
 from tests.conftest import REPO_ROOT
 
@@ -94,7 +94,7 @@ def test_majority_ties_go_to_the_answer_seen_first() -> None:
 
 def test_truncated_samples_count_as_wrong(tmp_path: Path) -> None:
     data = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "1+1? Put it in \\boxed{}.", "answer": "2"}])
-    _, problems = load_problems(data)
+    problems = load_problems(data).problems
     samples = [
         Generated("ok</think>\\boxed{2}", 5, hit_limit=False),
         Generated("ok</think>\\boxed{2}", 8, hit_limit=True),  # right text, but the token limit cut it
@@ -123,13 +123,15 @@ def test_benchmark_layouts(tmp_path: Path) -> None:
         tmp_path / "math500.jsonl",
         [{"problem": "Compute $1+1$.", "answer": "2", "solution": "...", "unique_id": "test/algebra/1.json"}],
     )
-    layout, [problem] = load_problems(math500)
+    loaded = load_problems(math500)
+    layout, [problem] = loaded.layout, loaded.problems
     assert layout == "math" and problem.id == "test/algebra/1.json" and problem.reference == "2"
     assert problem.messages[-1]["content"] == f"Compute $1+1$.\n\n{MATH_INSTRUCTION}"
 
     aime = tmp_path / "aime.json"
     aime.write_text(json.dumps([{"ID": "2024-I-1", "Problem": "Find N.", "Answer": 204}]), encoding="utf-8")
-    layout, [problem] = load_problems(aime)
+    loaded = load_problems(aime)
+    layout, [problem] = loaded.layout, loaded.problems
     assert layout == "math" and problem.reference == "204" and problem.id == "2024-I-1"
 
     gpqa_rows = [
@@ -144,7 +146,8 @@ def test_benchmark_layouts(tmp_path: Path) -> None:
         for i in range(6)
     ]
     pq.write_table(pa.Table.from_pylist(gpqa_rows), tmp_path / "gpqa.parquet")
-    layout, problems = load_problems(tmp_path / "gpqa.parquet", seed=1)
+    loaded = load_problems(tmp_path / "gpqa.parquet", seed=1)
+    layout, problems = loaded.layout, loaded.problems
     assert layout == "gpqa"
     for problem in problems:
         letter = problem.reference
@@ -152,13 +155,14 @@ def test_benchmark_layouts(tmp_path: Path) -> None:
         assert f"{letter}) right" in problem.messages[-1]["content"]
         assert problem.messages[-1]["content"].endswith(CHOICE_INSTRUCTION)
     assert len({p.reference for p in problems}) > 1  # options really are shuffled
-    again = [p.reference for p in load_problems(tmp_path / "gpqa.parquet", seed=1)[1]]
+    again = [p.reference for p in load_problems(tmp_path / "gpqa.parquet", seed=1).problems]
     assert again == [p.reference for p in problems]  # and reproducibly so
 
     mmlu = _write_jsonl(
         tmp_path / "mmlu.jsonl", [{"question": "2+2?", "choices": ["3", "4", "5", "6"], "answer": 1}]
     )
-    layout, [problem] = load_problems(mmlu)
+    loaded = load_problems(mmlu)
+    layout, [problem] = loaded.layout, loaded.problems
     assert layout == "choices" and problem.reference == "B" and "B) 4" in problem.messages[-1]["content"]
 
     rlvr = _write_jsonl(
@@ -171,12 +175,30 @@ def test_benchmark_layouts(tmp_path: Path) -> None:
             }
         ],
     )
-    layout, [problem] = load_problems(rlvr)
+    loaded = load_problems(rlvr)
+    layout, [problem] = loaded.layout, loaded.problems
     assert layout == "rlvr" and problem.messages[0] == {"role": "system", "content": "Be brief."}
 
-    layout, shipped = load_problems(REPO_ROOT / "data" / "eval" / "choice.jsonl", limit=3)
+    loaded = load_problems(REPO_ROOT / "data" / "eval" / "choice.jsonl", limit=3)
+    layout, shipped = loaded.layout, loaded.problems
     assert layout == "rlvr" and len(shipped) == 3
     assert shipped[0].messages[-1]["content"].count("A) ") == 1  # the shipped prompt is used as written
+
+
+def test_the_kits_own_rlvr_file_with_code_tasks_is_evaluated_without_them(tmp_path: Path) -> None:
+    """build-rlvr mixes math rows and code tasks (graded by tests): eval keeps the math, lists the code tasks."""
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    code = {"id": "c1", "prompt": prompt, "answer": "", "task": "code", "tests": "assert f() == 1"}
+    rlvr = _write_jsonl(
+        tmp_path / "rlvr.jsonl", [{"id": "m1", "prompt": prompt, "answer": "5", "task": "math"}, code]
+    )
+    loaded = load_problems(rlvr)
+    assert [p.id for p in loaded.problems] == ["m1"]
+    assert loaded.skipped_code_tasks == [f"{rlvr}:line 2"]
+
+    only_code = _write_jsonl(tmp_path / "code.jsonl", [code])
+    with pytest.raises(UsageError, match=r"code\.jsonl: no rows that can be graded .*1 code tasks"):
+        load_problems(only_code)
 
 
 def test_shipped_eval_sets_are_the_generator_output(tmp_path: Path) -> None:

@@ -152,6 +152,15 @@ def _finish(output_dir: Path, rows, summary) -> int:  # type: ignore[no-untyped-
     return 0
 
 
+def _say_skipped(code_tasks: list[str]) -> None:
+    if code_tasks:
+        print(
+            f"note: skipped {len(code_tasks)} code task(s), graded by their tests (the code_tests reward), not by an"
+            f" answer; the first: {code_tasks[0]}",
+            file=sys.stderr,
+        )
+
+
 def run_main(args: argparse.Namespace) -> int:
     from ring_trl.model_paths import require_model_folder
 
@@ -167,7 +176,9 @@ def run_main(args: argparse.Namespace) -> int:
     from ring_trl.eval.data import load_problems
     from ring_trl.eval.outputs import check_output_dir
 
-    layout, problems = load_problems(args.data, args.seed, args.limit, not args.no_instruction)
+    problem_file = load_problems(args.data, args.seed, args.limit, not args.no_instruction)
+    layout, problems = problem_file.layout, problem_file.problems
+    _say_skipped(problem_file.skipped_code_tasks)
     check_output_dir(output_dir)
     from ring_trl.eval.backends import SamplingSettings, make_backend
     from ring_trl.eval.scoring import grade
@@ -191,6 +202,7 @@ def run_main(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "max_new_tokens": args.max_new_tokens,
+        "skipped_code_tasks": len(problem_file.skipped_code_tasks),
         "prompt_opens_think": prompts[0].rstrip().endswith("<think>"),
         **stats.as_dict(),
         "seconds": round(time.perf_counter() - started, 2),
@@ -234,7 +246,9 @@ def score_main(args: argparse.Namespace) -> int:
     from ring_trl.eval.data import load_problems
     from ring_trl.eval.scoring import Generated, grade
 
-    layout, problems = load_problems(args.data, args.seed, args.limit, not args.no_instruction)
+    problem_file = load_problems(args.data, args.seed, args.limit, not args.no_instruction)
+    layout, problems = problem_file.layout, problem_file.problems
+    _say_skipped(problem_file.skipped_code_tasks)
     completions = _read_completions(Path(args.completions))
     known = {p.id for p in problems}
     unknown = [key for key in completions if key not in known]

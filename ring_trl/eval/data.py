@@ -172,6 +172,17 @@ def _choice_reference(answer: Any, options: list[str], where: str) -> str:
     raise UsageError(f"{where}: answer {text[:40]!r} is not a letter, an index or the text of one option")
 
 
+class _CodeTask(Exception):
+    """A row graded by running its tests (an RLVR code task), not by its answer: skipped and counted."""
+
+
+@dataclass
+class ProblemFile:
+    layout: str
+    problems: list[Problem]
+    skipped_code_tasks: list[str] = field(default_factory=list)  # where each one was, "file:line 3"
+
+
 def _problem(layout: str, row: dict[str, Any], where: str, number: int, seed: int) -> Problem:
     keys = _lower_keys(row)
     raw_id = next((keys[k] for k in ID_KEYS if keys.get(k) not in (None, "")), None)
@@ -202,9 +213,7 @@ def _problem(layout: str, row: dict[str, Any], where: str, number: int, seed: in
     if answer_type is not None and str(answer_type).strip().lower() not in KINDS:
         raise UsageError(f"{where}: answer_type {answer_type!r} is not one of {', '.join(KINDS)}")
     if keys.get("task") == "code":
-        raise UsageError(
-            f"{where}: a code task (tests) cannot be graded by its answer; leave it out of eval files"
-        )
+        raise _CodeTask(where)
     reference = _text(keys.get("answer"), where, "answer")
     if layout == "qa" and "####" in reference:
         reference = reference.rsplit("####", 1)[1].strip()
@@ -230,13 +239,17 @@ def _with_instruction(problem: Problem) -> None:
 
 def load_problems(
     path: str | Path, seed: int = 0, limit: int | None = None, instruction: bool = True
-) -> tuple[str, list[Problem]]:
-    """(layout, the first `limit` problems) of a benchmark file."""
+) -> ProblemFile:
+    """The layout and the first `limit` problems of a benchmark file.
+
+    Code tasks of an RLVR file (graded by their tests, `code_tests`) are skipped and listed, so the kit's own RLVR
+    set can be evaluated as it is."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist")
     layout: str | None = None
     problems: list[Problem] = []
+    skipped: list[str] = []
     seen: dict[str, str] = {}
     for number, (where, row) in enumerate(_rows(path), start=1):
         if limit is not None and len(problems) >= limit:
@@ -250,7 +263,11 @@ def load_problems(
                 raise UsageError(
                     f"{where}: unknown layout, keys {sorted(row)[:8]}; expected one of: {expected}"
                 )
-        problem = _problem(layout, row, where, number, seed)
+        try:
+            problem = _problem(layout, row, where, number, seed)
+        except _CodeTask:
+            skipped.append(where)
+            continue
         if problem.id in seen:
             raise UsageError(f"{where}: id {problem.id!r} repeats {seen[problem.id]}")
         seen[problem.id] = where
@@ -258,5 +275,6 @@ def load_problems(
             _with_instruction(problem)
         problems.append(problem)
     if not problems:
-        raise UsageError(f"{path}: no rows")
-    return layout or "", problems
+        only_code = f" ({len(skipped)} code tasks, which are graded by their tests)" if skipped else ""
+        raise UsageError(f"{path}: no rows that can be graded by their answer{only_code}")
+    return ProblemFile(layout or "", problems, skipped)
