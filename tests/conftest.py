@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one torch thread each (and in what they start), or the
+    # workers' thread pools fight over the cores and both run several times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def _cuda_available() -> bool:
@@ -59,32 +64,47 @@ def _setup_key(root: Path) -> str:
     return hashlib.sha256(b"".join((root / name).read_bytes() for name in files)).hexdigest()
 
 
+def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this run sees (the base temp of a single-process run)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository as a fresh clone of the working tree: every file git tracks or would track (uncommitted
     edits included), nothing it ignores (no models/, outputs/, saves/). `.venv` links to the existing one, whose
     set-up stamp must be current: otherwise `make` would reinstall from the copy and repoint the editable install.
+    One clone per test run, shared by the workers (made under a file lock by the first that needs it).
     """
     import shutil
 
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=False,
-    )
-    if listed.returncode != 0:
-        pytest.skip("not a git checkout: cannot tell which files a fresh clone has")
-    stamp = REPO_ROOT / ".venv" / ".setup-stamp"
-    if not stamp.is_file() or stamp.read_text().strip() != _setup_key(REPO_ROOT):
-        pytest.fail(".venv is older than the requirement/set-up files: run `make setup` first")
-    clone = tmp_path_factory.mktemp("fresh") / "ring-recipes"
-    for name in filter(None, listed.stdout.decode().split("\0")):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, clone / name)
-    (clone / ".venv").symlink_to(REPO_ROOT / ".venv")
+    from filelock import FileLock
+
+    shared = _shared_folder(tmp_path_factory)
+    clone = shared / "fresh" / "ring-recipes"
+    with FileLock(shared / "fresh_clone.lock"):
+        if (clone.parent / "complete").is_file():
+            return clone
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=False,
+        )
+        if listed.returncode != 0:
+            pytest.skip("not a git checkout: cannot tell which files a fresh clone has")
+        stamp = REPO_ROOT / ".venv" / ".setup-stamp"
+        if not stamp.is_file() or stamp.read_text().strip() != _setup_key(REPO_ROOT):
+            pytest.fail(".venv is older than the requirement/set-up files: run `make setup` first")
+        shutil.rmtree(clone.parent, ignore_errors=True)
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            source = REPO_ROOT / name
+            if source.is_file():
+                (clone / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, clone / name)
+        (clone / ".venv").symlink_to(REPO_ROOT / ".venv")
+        (clone.parent / "complete").touch()
     return clone
 
 
@@ -102,13 +122,27 @@ def user_shell_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def demo_in_fresh_clone(fresh_clone: Path) -> subprocess.CompletedProcess[str]:
-    """`make demo` exactly as the README says, in the fresh clone (shared by the demo and README tests)."""
-    return subprocess.run(
-        ["make", "demo"],
-        cwd=fresh_clone,
-        env=user_shell_env(),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+def demo_in_fresh_clone(
+    fresh_clone: Path, tmp_path_factory: pytest.TempPathFactory
+) -> subprocess.CompletedProcess[str]:
+    """`make demo` exactly as the README says, in the fresh clone, once per test run (shared by the demo and README
+    tests, whichever worker they run in: the first runs it, the others read its recorded result)."""
+    import json
+
+    from filelock import FileLock
+
+    shared = _shared_folder(tmp_path_factory)
+    record = shared / "demo_result.json"
+    with FileLock(shared / "demo.lock"):
+        if not record.is_file():
+            result = subprocess.run(
+                ["make", "demo"],
+                cwd=fresh_clone,
+                env=user_shell_env(),
+                capture_output=True,
+                text=True,
+                timeout=1500,
+            )
+            record.write_text(json.dumps([result.returncode, result.stdout, result.stderr]), encoding="utf-8")
+        returncode, stdout, stderr = json.loads(record.read_text(encoding="utf-8"))
+    return subprocess.CompletedProcess(["make", "demo"], returncode, stdout, stderr)
