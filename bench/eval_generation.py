@@ -16,6 +16,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -86,6 +87,23 @@ def throughput(backend: HFBackend, prompts: list[str], batch: int, n: int, max_n
     return stats.generated_tokens / stats.seconds
 
 
+def bare_decode(model: torch.nn.Module, batch: int, steps: int = 16) -> float:
+    """Tokens/s of cached decoding steps alone (`model(next_token, past_key_values=...)`, greedy, no generate loop):
+    what the model itself allows, apart from what `generate` adds."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 2000, (batch, 40), generator=generator)
+    with torch.inference_mode():
+        out = model(ids, use_cache=True)
+        for timed in (False, True):
+            started = time.perf_counter()
+            for _ in range(steps if timed else 2):
+                next_ids = out.logits[:, -1:].argmax(-1)
+                out = model(next_ids, past_key_values=out.past_key_values, use_cache=True)
+            if timed:
+                return batch * steps / (time.perf_counter() - started)
+    raise AssertionError("unreachable")
+
+
 def bench(name: str, folder: Path, args: argparse.Namespace) -> float:
     backend = HFBackend(folder, batch_size=1, dtype="float32", device="cpu")
     problems = load_problems(REPO / "data" / "eval" / "arithmetic.jsonl", limit=args.samples // 2).problems
@@ -100,6 +118,11 @@ def bench(name: str, folder: Path, args: argparse.Namespace) -> float:
     print(
         f"{name:9s} batch 1: {one:8.1f} tok/s   batch 8: {eight:8.1f} tok/s   ratio {eight / one:5.2f}x"
         f"   (rounds: {[round(v) for v in results[1]]} / {[round(v) for v in results[8]]})"
+    )
+    bare = {batch: statistics.median(bare_decode(backend.model, batch) for _ in range(3)) for batch in (1, 8)}
+    print(
+        f"{name:9s} model alone (cached decoding steps, no generate loop): batch 1 {bare[1]:.1f} tok/s, "
+        f"batch 8 {bare[8]:.1f} tok/s, ratio {bare[8] / bare[1]:.2f}x"
     )
     return eight / one
 
