@@ -30,7 +30,13 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# Files whose tests run one after the other in one worker for several minutes (the README's commands share one
+# fresh clone and need their order): collected first, so that worker starts on them while the other takes the rest.
+LONG_SEQUENTIAL_FILES = ("tests/test_readme.py",)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONG_SEQUENTIAL_FILES)  # stable
     if _cuda_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
