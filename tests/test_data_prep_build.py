@@ -12,9 +12,10 @@ import pytest
 
 from data_prep import errors as E
 from data_prep.cli import main
-from data_prep.config import BuildConfig, SourceConfig
+from data_prep.config import SourceConfig
 from data_prep.outputs import is_complete
 from data_prep.pipeline import Build
+from tests.data_prep_builds import run_build
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_prep" / "samples"
@@ -37,19 +38,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _build(tmp_path: Path, inputs: list[SourceConfig], kind: str = "sft", **overrides) -> dict:
-    settings = {
-        "inputs": inputs,
-        "output_dir": str(tmp_path / "out"),
-        "dataset_name": "t",
-        "cutoff_len": 0,
-        "workers": 0,
-        "progress": False,
-        "verify_answers": False,
-        **overrides,
-    }
-    config = BuildConfig(**settings)
-    config.validate()
-    return Build(config, kind).run().report
+    return run_build(inputs, tmp_path / "out", kind, **{"verify_answers": False, **overrides})
 
 
 def _rows(tmp_path: Path, name: str = "t.jsonl") -> list[dict]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from data_prep import errors as E
-from data_prep.config import BuildConfig, SourceConfig
-from data_prep.pipeline import Build
+from data_prep.config import SourceConfig
 from data_prep.rows import Candidate, Rejected, RowProcessor, RowSettings
 from data_prep.sources import MAX_JSON_DEPTH, RawRow, iter_rows
+from tests.data_prep_builds import run_build
 
 BOM = b"\xef\xbb\xbf"
 
@@ -23,20 +23,9 @@ def _line(prompt: str, reasoning: str = "Think it through.", answer: str = "It i
 
 
 def _build(tmp_path: Path, inputs: list[SourceConfig], kind: str = "sft", **overrides) -> dict:
-    settings = {
-        "inputs": inputs,
-        "output_dir": str(tmp_path / "out"),
-        "dataset_name": "t",
-        "cutoff_len": 0,
-        "workers": 0,
-        "progress": False,
-        "verify_answers": False,
-        "near_dedup": False,
-        **overrides,
-    }
-    config = BuildConfig(**settings)
-    config.validate()
-    return Build(config, kind).run().report
+    return run_build(
+        inputs, tmp_path / "out", kind, **{"verify_answers": False, "near_dedup": False, **overrides}
+    )
 
 
 def _kept(tmp_path: Path) -> list[dict]:

@@ -12,11 +12,11 @@ import pytest
 
 from data_prep import errors as E
 from data_prep.cli import main
-from data_prep.config import BuildConfig, SourceConfig
-from data_prep.pipeline import Build
+from data_prep.config import SourceConfig
 from data_prep.pref_formats import detect_pref_format, resolve_pref_format
 from data_prep.rows import Candidate, Rejected, RowProcessor, RowSettings
 from data_prep.sources import iter_rows
+from tests.data_prep_builds import run_build
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_prep" / "samples"
@@ -58,20 +58,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _build(tmp_path: Path, inputs: list[SourceConfig], **overrides) -> dict:
-    config = BuildConfig(
-        **{
-            "inputs": inputs,
-            "output_dir": str(tmp_path / "out"),
-            "dataset_name": "p",
-            "cutoff_len": 0,
-            "workers": 0,
-            "progress": False,
-            "shuffle": False,
-            **overrides,
-        }
-    )
-    config.validate("pref")
-    return Build(config, "pref").run().report
+    return run_build(inputs, tmp_path / "out", "pref", **{"dataset_name": "p", "shuffle": False, **overrides})
 
 
 def _out_rows(tmp_path: Path) -> list[dict]:

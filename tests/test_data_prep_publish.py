@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from data_prep import errors as E
-from data_prep.config import BuildConfig, SourceConfig
+from data_prep.config import SourceConfig
 from data_prep.manifest import check_dataset_file, is_complete, read_manifest
-from data_prep.pipeline import Build
+from tests.data_prep_builds import run_build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,20 +32,8 @@ def _write_rows(path: Path, count: int, stem: str = "Question") -> Path:
 
 
 def _build(out: Path, src: Path, name: str = "t", kind: str = "sft", **overrides) -> dict:
-    settings = {
-        "inputs": [SourceConfig(str(src), "simple")],
-        "output_dir": str(out),
-        "dataset_name": name,
-        "cutoff_len": 0,
-        "workers": 0,
-        "progress": False,
-        "verify_answers": False,
-        "near_dedup": False,
-        **overrides,
-    }
-    config = BuildConfig(**settings)
-    config.validate()
-    return Build(config, kind).run().report
+    settings = {"dataset_name": name, "verify_answers": False, "near_dedup": False, **overrides}
+    return run_build([SourceConfig(str(src), "simple")], out, kind, **settings)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
