@@ -113,7 +113,8 @@ def build_ours(shape: Shape, kernel: str) -> Any:
     return BailingMoeV2ForCausalLM(BailingMoeV2Config(**_ring_fields(shape), expert_implementation=kernel))
 
 
-def _ring_fields(shape: Shape) -> dict[str, Any]:
+def _shared_fields(shape: Shape) -> dict[str, Any]:
+    """The fields every candidate's config names alike: one place, so the models cannot drift apart in shape."""
     return {
         "vocab_size": shape.vocab,
         "hidden_size": shape.hidden,
@@ -122,22 +123,28 @@ def _ring_fields(shape: Shape) -> dict[str, Any]:
         "num_attention_heads": shape.heads,
         "num_key_value_heads": shape.kv_heads,
         "head_dim": shape.head_dim,
-        "num_experts": shape.experts,
         "num_experts_per_tok": shape.top_k,
+        "moe_intermediate_size": shape.expert_intermediate,
+        "max_position_embeddings": 4096,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "attn_implementation": "sdpa",
+    }
+
+
+def _ring_fields(shape: Shape) -> dict[str, Any]:
+    return {
+        **_shared_fields(shape),
+        "num_experts": shape.experts,
         "n_group": shape.n_group,
         "topk_group": shape.topk_group,
-        "moe_intermediate_size": shape.expert_intermediate,
         "num_shared_experts": 1,
         "first_k_dense_replace": 1,
         "routed_scaling_factor": 2.5,
         "partial_rotary_factor": 0.5,
         "use_qk_norm": True,
         "num_nextn_predict_layers": 0,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "max_position_embeddings": 4096,
-        "attn_implementation": "sdpa",
     }
 
 
@@ -145,28 +152,15 @@ def build_glm4_moe(shape: Shape) -> Any:
     from transformers import Glm4MoeConfig, Glm4MoeForCausalLM
 
     config = Glm4MoeConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.dense_intermediate,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        head_dim=shape.head_dim,
+        **_shared_fields(shape),
         n_routed_experts=shape.experts,
-        num_experts_per_tok=shape.top_k,
         n_group=shape.n_group,
         topk_group=shape.topk_group,
-        moe_intermediate_size=shape.expert_intermediate,
         n_shared_experts=1,
         first_k_dense_replace=1,
         routed_scaling_factor=2.5,
         partial_rotary_factor=0.5,
         use_qk_norm=True,
-        max_position_embeddings=4096,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        attn_implementation="sdpa",
     )
     return Glm4MoeForCausalLM(config)
 
@@ -175,23 +169,10 @@ def build_qwen3_moe(shape: Shape) -> Any:
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     config = Qwen3MoeConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.dense_intermediate,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        head_dim=shape.head_dim,
+        **_shared_fields(shape),
         num_experts=shape.experts,
-        num_experts_per_tok=shape.top_k,
-        moe_intermediate_size=shape.expert_intermediate,
         norm_topk_prob=True,
         mlp_only_layers=[0],
-        max_position_embeddings=4096,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        attn_implementation="sdpa",
     )
     return Qwen3MoeForCausalLM(config)
 
