@@ -8,7 +8,6 @@ python -m ring_trl.eval --compare outputs/eval/base outputs/eval/grpo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -213,28 +212,22 @@ def run_main(args: argparse.Namespace) -> int:
 def _read_completions(path: Path) -> dict[str, tuple[list[str], list[bool]]]:
     if not path.is_file():
         raise UsageError(f"completions file {path} does not exist")
+    from ring_trl.eval.data import jsonl_rows
+
     found: dict[str, tuple[list[str], list[bool]]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict) or "id" not in row:
-                raise UsageError(f'{where}: expected {{"id": ..., "completions": [str, ...]}}')
-            texts = row.get("completions")
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-                raise UsageError(f"{where}: 'completions' must be a non-empty list of strings")
-            reasons = row.get("finish_reasons") or [None] * len(texts)
-            if len(reasons) != len(texts):
-                raise UsageError(f"{where}: 'finish_reasons' must have one entry per completion")
-            key = str(row["id"])
-            if key in found:
-                raise UsageError(f"{where}: id {key!r} appears twice")
-            found[key] = (texts, [r == "length" for r in reasons])
+    for where, row in jsonl_rows(path):
+        if not isinstance(row, dict) or "id" not in row:
+            raise UsageError(f'{where}: expected {{"id": ..., "completions": [str, ...]}}')
+        texts = row.get("completions")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise UsageError(f"{where}: 'completions' must be a non-empty list of strings")
+        reasons = row.get("finish_reasons") or [None] * len(texts)
+        if len(reasons) != len(texts):
+            raise UsageError(f"{where}: 'finish_reasons' must have one entry per completion")
+        key = str(row["id"])
+        if key in found:
+            raise UsageError(f"{where}: id {key!r} appears twice")
+        found[key] = (texts, [r == "length" for r in reasons])
     if not found:
         raise UsageError(f"{path}: no rows")
     return found

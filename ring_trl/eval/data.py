@@ -43,18 +43,23 @@ class Problem:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """("file:line N", value) for every non-blank line of a JSONL file; a bad line is a one-line usage error."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:line {number}", json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"{path}:line {number}: not valid JSON ({error.msg})") from error
+
+
 def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     """(where, row) for every row of the file, in order."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}:line {number}", json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise UsageError(f"{path}:line {number}: not valid JSON ({error.msg})") from error
+        yield from jsonl_rows(path)
         return
     if suffix == ".json":
         try:
